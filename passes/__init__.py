@@ -1,0 +1,1 @@
+"""tcomp.passes: one module per pass (see docs/passes)."""

@@ -1,0 +1,1 @@
+"""tcomp: a tensor-network graph compiler for PyTorch."""
