@@ -1,1 +1,12 @@
-"""tcomp: a tensor-network graph compiler for PyTorch."""
+"""tcomp: a tensor-network graph compiler for PyTorch.
+
+``tcomp.compile(model)`` traces a model into a tensor-network IR, optimises it with a pipeline of passes and
+returns an ordinary ``nn.Module``. See README.md and docs/.
+"""
+from .api import CompiledModule, OptionNotAvailableError, TcompWarning, compile
+from .capture import CaptureError
+from .passmanager import VerificationError
+
+__version__ = "0.1.0"
+__all__ = ["compile", "CompiledModule", "CaptureError", "TcompWarning", "OptionNotAvailableError",
+           "VerificationError", "__version__"]

@@ -1,0 +1,354 @@
+"""``tcomp.compile``: capture -> lower -> passes -> emit, behind a module that guards its input signature.
+
+The returned :class:`CompiledModule` is an ordinary ``nn.Module``. It keeps the original model as a submodule
+(its ``state_dict`` has exactly the original keys) and a cache of compiled programs, each with a guard on the
+input signature (dtypes, devices, shapes — the batch dimension is free when the program is batch-symbolic — the
+values of non-tensor arguments, and train/eval mode). A call that matches no guard compiles again with the new
+inputs as examples; nothing ever runs a program on inputs it was not compiled for.
+
+Failure handling: when capture or compilation fails, ``strict=True`` raises; otherwise the module warns once
+and runs the original model eagerly for that signature. If a compiled program raises at run time on an input
+the eager model accepts, that signature falls back to eager with a warning.
+"""
+from __future__ import annotations
+
+import functools
+import inspect
+import time
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+import torch.fx as fx
+import torch.nn as nn
+
+from .capture import CaptureError, capture
+from .emit import emit
+from .lower import lower
+from .numerics import compare
+from .passmanager import PassContext, run_pipeline, select_passes
+from .report import CompileReport
+
+KERNEL_CHOICES = ("auto", "torch", "triton")
+BACKENDS = ("eager",)
+
+
+class TcompWarning(UserWarning):
+    """tcomp fell back to eager execution (the message says why)."""
+
+
+class OptionNotAvailableError(ValueError):
+    """An option whose pass is not part of this release."""
+
+
+@dataclass
+class Options:
+    tolerance: float | None = None
+    calibration: Any = None
+    memory_budget: float | int | None = None
+    kernels: str = "auto"
+    strict: bool = False
+    verify: bool = False
+    passes: Any = None
+    backend: str = "eager"
+    progress: bool = False
+
+    def validate(self) -> None:
+        if self.kernels not in KERNEL_CHOICES:
+            raise ValueError(f"kernels={self.kernels!r}: choose one of {KERNEL_CHOICES}")
+        if self.backend not in BACKENDS:
+            raise ValueError(f"backend={self.backend!r}: choose one of {BACKENDS}")
+        for name in ("tolerance", "calibration", "memory_budget"):
+            if getattr(self, name) is not None:
+                raise OptionNotAvailableError(
+                    f"{name}= needs a pass that is not in this version of tcomp yet "
+                    f"({'approximate passes' if name != 'memory_budget' else 'rematerialization'})")
+        if self.kernels == "triton":
+            raise OptionNotAvailableError("kernels='triton' needs the triton_codegen pass, not in this version yet")
+
+
+# -- compiled programs ----------------------------------------------------------------------------------------------
+
+@dataclass
+class _Guard:
+    """What an input signature must match: per flattened argument a (dtype, device, shape) spec for tensors —
+    with None for the symbolic batch dims — or the value itself, plus the module's training flag."""
+
+    specs: tuple
+    training: bool
+
+    @staticmethod
+    def of(args: tuple, training: bool, batch_dims: set[tuple[int, int]]) -> "_Guard":
+        specs = []
+        for k, a in enumerate(args):
+            if isinstance(a, torch.Tensor):
+                shape = tuple(None if (k, d) in batch_dims else s for d, s in enumerate(a.shape))
+                specs.append(("tensor", a.dtype, a.device, shape))
+            else:
+                specs.append(("value", a))
+        return _Guard(tuple(specs), training)
+
+    def matches(self, args: tuple, training: bool) -> bool:
+        if training != self.training or len(args) != len(self.specs):
+            return False
+        for a, spec in zip(args, self.specs):
+            if spec[0] == "tensor":
+                if not isinstance(a, torch.Tensor) or a.dtype != spec[1] or a.device != spec[2] \
+                        or a.dim() != len(spec[3]):
+                    return False
+                if any(s is not None and s != t for s, t in zip(spec[3], a.shape)):
+                    return False
+            elif isinstance(a, torch.Tensor) or not _same_value(a, spec[1]):
+                return False
+        return True
+
+
+def _same_value(a: Any, b: Any) -> bool:
+    try:
+        return type(a) is type(b) and bool(a == b)
+    except Exception:  # noqa: BLE001 - incomparable values never match
+        return False
+
+
+@dataclass
+class _Artifact:
+    guard: _Guard
+    report: CompileReport
+    gm: fx.GraphModule | None = None     # None: run the original model eagerly
+    program: Any = None
+
+
+# -- the module ---------------------------------------------------------------------------------------------------
+
+class CompiledModule(nn.Module):
+    """The result of :func:`compile`: call it like the original model."""
+
+    def __init__(self, model: nn.Module, options: Options, name: str | None = None):
+        super().__init__()
+        self._orig_mod = model
+        self._tcomp_options = options
+        self._tcomp_name = name or type(model).__name__
+        self._tcomp_artifacts: list[_Artifact] = []
+        self._tcomp_signature = inspect.signature(model.forward)
+        self._register_state_dict_hook(_strip_prefix)
+        self._register_load_state_dict_pre_hook(_add_prefix)
+
+    # nn.Module.__setattr__ would register the artifacts' modules; keep them out of the module tree (they share
+    # the original's parameters) by storing plain Python objects only.
+    def _apply(self, fn, recurse=True):
+        out = super()._apply(fn, recurse)
+        self._tcomp_artifacts.clear()  # buffers may be new tensors now: recompile on the next call
+        return out
+
+    def flat_args(self, args: tuple, kwargs: dict) -> tuple:
+        bound = self._tcomp_signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        flat = []
+        for name, value in bound.arguments.items():
+            kind = self._tcomp_signature.parameters[name].kind
+            if kind == inspect.Parameter.VAR_POSITIONAL:
+                flat.extend(value)
+            elif kind == inspect.Parameter.VAR_KEYWORD:
+                flat.extend(value.values())
+            else:
+                flat.append(value)
+        return tuple(flat)
+
+    def forward(self, *args, **kwargs):
+        flat = self.flat_args(args, kwargs)
+        training = self._orig_mod.training
+        art = next((a for a in self._tcomp_artifacts if a.guard.matches(flat, training)), None)
+        if art is None:
+            art = self._compile(flat)
+        if art.gm is None:
+            return self._orig_mod(*args, **kwargs)
+        try:
+            return art.gm(*[a for a in flat if isinstance(a, torch.Tensor)])
+        except Exception as err:  # noqa: BLE001 - never crash where eager would not
+            result = self._orig_mod(*args, **kwargs)
+            art.gm = None
+            art.report.status = "eager fallback"
+            art.report.fallback_reason = f"compiled code raised {type(err).__name__}: {err}"
+            warnings.warn(f"tcomp: the compiled {self._tcomp_name} raised {type(err).__name__}: {err}; "
+                          f"running eagerly for this input signature", TcompWarning, stacklevel=2)
+            return result
+
+    def compile_for(self, *args, **kwargs) -> "_Artifact":
+        """Compile for these example inputs now (what the first call would do)."""
+        return self._compile(self.flat_args(args, kwargs))
+
+    def _compile(self, flat: tuple) -> _Artifact:
+        opts = self._tcomp_options
+        try:
+            art = build(self._orig_mod, flat, self._tcomp_signature, opts, self._tcomp_name)
+        except Exception as err:  # noqa: BLE001
+            if opts.strict:
+                raise
+            reason = f"{type(err).__name__}: {err}"
+            warnings.warn(f"tcomp: cannot compile {self._tcomp_name} ({reason}); running it eagerly",
+                          TcompWarning, stacklevel=3)
+            report = CompileReport(self._tcomp_name, status="eager fallback", fallback_reason=reason)
+            art = _Artifact(_Guard.of(flat, self._orig_mod.training, set()), report)
+        self._tcomp_artifacts.insert(0, art)
+        return art
+
+    # -- what users look at ------------------------------------------------------------------------------------
+    def _latest(self) -> _Artifact:
+        if not self._tcomp_artifacts:
+            raise RuntimeError("not compiled yet: call the module once, or pass example_inputs to tcomp.compile")
+        return self._tcomp_artifacts[0]
+
+    @property
+    def code(self) -> str:
+        art = self._latest()
+        if art.gm is None:
+            return f"# eager fallback: {art.report.fallback_reason}\n"
+        return art.gm.code
+
+    @property
+    def graph_module(self) -> fx.GraphModule | None:
+        return self._latest().gm
+
+    @property
+    def program(self):
+        return self._latest().program
+
+    @property
+    def report(self) -> CompileReport:
+        return self._latest().report
+
+    def explain(self) -> str:
+        return self._latest().report.explain()
+
+
+def _strip_prefix(module, state_dict, prefix, local_metadata):
+    key = prefix + "_orig_mod."
+    for k in list(state_dict):
+        if k.startswith(key):
+            state_dict[prefix + k[len(key):]] = state_dict.pop(k)
+    return state_dict
+
+
+def _add_prefix(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs):
+    for k in list(state_dict):
+        if k.startswith(prefix) and not k.startswith(prefix + "_orig_mod."):
+            state_dict[prefix + "_orig_mod." + k[len(prefix):]] = state_dict.pop(k)
+
+
+# -- the pipeline -----------------------------------------------------------------------------------------------------
+
+def build(model: nn.Module, flat: tuple, signature: inspect.Signature, opts: Options, name: str) -> _Artifact:
+    """Capture, lower, optimise and emit ``model`` for the example arguments ``flat``."""
+    from tcomp import passes as passes_pkg
+
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    tensor_positions = [k for k, a in enumerate(flat) if isinstance(a, torch.Tensor)]
+    names = list(signature.parameters)
+    concrete = {names[k]: a for k, a in enumerate(flat) if not isinstance(a, torch.Tensor)}
+    example = tuple(flat[k] for k in tensor_positions)
+    cap = capture(model, example, concrete=concrete,
+                  tensor_names=[names[k] for k in tensor_positions])
+    timings["capture"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    program = lower(cap, name)
+    timings["lower"] = time.perf_counter() - t0
+    ctx = PassContext(example_inputs=example, training=model.training, options=vars(opts).copy(), model=model)
+    selected = select_passes(passes_pkg.pipeline(), opts.passes)
+    check = _verifier(model, flat, example, cap) if opts.verify else None
+    t0 = time.perf_counter()
+    result = run_pipeline(program, selected, ctx, check=check)
+    timings["passes"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    gm = emit(result.program, _submodules(cap.gm))
+    timings["emit"] = time.perf_counter() - t0
+    batch_dims = {(tensor_positions[p], d) for p, d in cap.batch_inputs}
+    report = CompileReport(
+        name, capture=cap.method, batch_symbolic=bool(cap.batch_inputs), example_batch=cap.example_batch,
+        notes=list(cap.notes), passes=result.reports, snapshots=result.snapshots,
+        flops_before=result.reports[0].flops_before if result.reports else 0,
+        flops_after=result.reports[-1].flops_after if result.reports else 0, timings=timings, backend=opts.backend)
+    return _Artifact(_Guard.of(flat, model.training, batch_dims), report, gm, result.program)
+
+
+def _submodules(gm: fx.GraphModule) -> dict[str, nn.Module]:
+    return {n.target: gm.get_submodule(n.target) for n in gm.graph.nodes if n.op == "call_module"}
+
+
+def _verifier(model: nn.Module, flat: tuple, example: tuple, cap) -> Callable:
+    with torch.no_grad():
+        reference = model(*flat)
+
+    def check(program) -> str | None:
+        gm = emit(program, _submodules(cap.gm))
+        with torch.no_grad():
+            out = gm(*example)
+        c = compare(reference, out)
+        return None if c.ok else c.detail
+
+    return check
+
+
+# -- the entry point -----------------------------------------------------------------------------------------------
+
+def compile(model: Any = None, example_inputs: Any = None, *, tolerance: float | None = None,
+            calibration: Any = None, memory_budget: float | int | None = None, kernels: str = "auto",
+            strict: bool = False, verify: bool = False, passes: Any = None, backend: str = "eager",
+            progress: bool = False):
+    """Compile ``model`` (an ``nn.Module``, a module class or a function) with tcomp.
+
+    Returns a :class:`CompiledModule` (or, for a class, a subclass whose instances are compiled; for a function, a
+    function). With ``example_inputs`` (a tensor or a tuple) compilation happens now; otherwise on the first call.
+    Used without arguments it is a decorator: ``@tcomp.compile`` or ``@tcomp.compile(verify=True)``.
+    """
+    opts = Options(tolerance=tolerance, calibration=calibration, memory_budget=memory_budget, kernels=kernels,
+                   strict=strict, verify=verify, passes=passes, backend=backend, progress=progress)
+    opts.validate()
+    if model is None:
+        return functools.partial(_compile_object, example_inputs=example_inputs, opts=opts)
+    return _compile_object(model, example_inputs=example_inputs, opts=opts)
+
+
+def _compile_object(model: Any, example_inputs: Any, opts: Options):
+    if isinstance(model, nn.Module):
+        compiled = CompiledModule(model, opts)
+        if example_inputs is not None:
+            ex = example_inputs if isinstance(example_inputs, tuple) else (example_inputs,)
+            compiled.compile_for(*ex)
+        return compiled
+    if isinstance(model, type) and issubclass(model, nn.Module):
+        return _compiled_class(model, opts)
+    if callable(model):
+        return _compiled_function(model, opts)
+    raise TypeError(f"tcomp.compile expects an nn.Module, a module class or a function, got {type(model).__name__}")
+
+
+def _compiled_class(cls: type, opts: Options) -> Callable:
+    """``@tcomp.compile`` on a module class: constructing it returns a CompiledModule wrapping an instance."""
+
+    @functools.wraps(cls, updated=())
+    def construct(*args, **kwargs) -> CompiledModule:
+        return CompiledModule(cls(*args, **kwargs), opts, name=cls.__name__)
+
+    construct.original_class = cls
+    return construct
+
+
+def _compiled_function(fn: Callable, opts: Options) -> Callable:
+    class FunctionModule(nn.Module):
+        def forward(self, *args, **kwargs):
+            return fn(*args, **kwargs)
+
+    FunctionModule.forward.__signature__ = inspect.signature(fn)
+    compiled = CompiledModule(FunctionModule(), opts, name=getattr(fn, "__name__", "function"))
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        return compiled(*args, **kwargs)
+
+    wrapper.compiled = compiled
+    return wrapper
+
+
+__all__ = ["compile", "CompiledModule", "CaptureError", "TcompWarning", "OptionNotAvailableError"]

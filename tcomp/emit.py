@@ -1,0 +1,257 @@
+"""Emit: a Program -> a ``torch.fx.GraphModule`` with readable code.
+
+Emit decides nothing: it prints what the Program says. A planned Network becomes the plan's torch calls (views,
+``mm``/``bmm``/``addmm``, broadcast multiplies, the final permute/reshape, the epilogue); an unplanned Network
+becomes one ``torch.einsum``; Pointwise ops and Calls become the original torch calls.
+
+Parameters and buffers keep their qualified names from the original model and are the *same* tensor objects, so
+the compiled module's ``state_dict`` keys are the original ones (for the parameters it uses), it trains the original
+parameters, and ``load_state_dict`` of an original checkpoint works. Constants introduced by passes (structured
+factors, folded constants) live under the ``tcomp`` prefix.
+"""
+from __future__ import annotations
+
+import operator
+from typing import Any
+
+import torch
+import torch.fx as fx
+import torch.nn as nn
+import torch.utils._pytree as pytree
+
+from .ir import ACC, Call, Network, Pointwise, Program, Value
+from .plan import ContractionPlan, PairStep, fused_bias
+from .runtime import FoldedConstant
+from .symbolic import B, Size, prod
+
+
+def emit(program: Program, modules: dict[str, nn.Module]) -> fx.GraphModule:
+    """Build the GraphModule. ``modules`` maps the qualified names of submodules that Calls reference."""
+    e = _Emitter(program, modules)
+    return e.run()
+
+
+class _Emitter:
+    def __init__(self, program: Program, modules: dict[str, nn.Module]):
+        self.p = program
+        self.graph = fx.Graph()
+        self.env: dict[int, fx.Node] = {}
+        self.attrs: dict[str, Any] = {}
+        self.modules = modules
+        self._batch_node: fx.Node | None = None
+        self._folds = 0
+
+    def run(self) -> fx.GraphModule:
+        for v in self.p.inputs:
+            self.env[id(v)] = self.graph.placeholder(v.name)
+        for op in self.p.ops:
+            if isinstance(op, Network):
+                node = self._network(op)
+            elif isinstance(op, Pointwise):
+                node = self.graph.call_function(op.target, self._args(op.args), self._args(op.kwargs))
+            else:
+                node = self._call(op)
+            if node.op != "placeholder" and node.op != "get_attr" and node not in self.env.values():
+                node._rename(op.out.name)
+            self.env[id(op.out)] = node
+        outs = pytree.tree_map(self._output_arg, self.p.output)
+        self.graph.output(outs)
+        self.graph.lint()
+        gm = fx.GraphModule(self.attrs, self.graph, class_name=_class_name(self.p.name))
+        return gm
+
+    # -- values --------------------------------------------------------------------------------------------------
+    def node(self, v: Value) -> fx.Node:
+        if id(v) not in self.env:
+            if v.kind != "const":
+                raise RuntimeError(f"{v.ref()} used before it is defined")
+            self.attrs[v.name] = v.data
+            self.env[id(v)] = self.graph.get_attr(v.name)
+        return self.env[id(v)]
+
+    def _args(self, x: Any) -> Any:
+        return pytree.tree_map(lambda a: self.node(a) if isinstance(a, Value) else a, x)
+
+    def _output_arg(self, x: Any) -> Any:
+        if not isinstance(x, Value):
+            return x
+        n = self.node(x)
+        if x.is_tensor and x.stride_order is not None:
+            return self.graph.call_method("contiguous", (n,))
+        return n
+
+    def _call(self, op: Call) -> fx.Node:
+        args, kwargs = self._args(op.args), self._args(op.kwargs)
+        if op.kind == "module":
+            self.attrs[op.target] = self.modules[op.target] if op.target in self.modules else op.module
+            return self.graph.call_module(op.target, args, kwargs)
+        if op.kind == "method":
+            return self.graph.call_method(op.target, args, kwargs)
+        return self.graph.call_function(op.target, args, kwargs)
+
+    # -- sizes -----------------------------------------------------------------------------------------------------
+    def batch_node(self) -> fx.Node:
+        if self._batch_node is None:
+            pos, dim = self.p.batch_inputs[0]
+            first = next(iter(self.graph.nodes))
+            with self.graph.inserting_after(list(self.graph.nodes)[len(self.p.inputs) - 1] if self.p.inputs
+                                            else first):
+                self._batch_node = self.graph.call_method("size", (self.node(self.p.inputs[pos]), dim))
+            self._batch_node._rename("batch")
+        return self._batch_node
+
+    def shape_args(self, sizes: list[Size]) -> list[Any]:
+        """Reshape arguments: ints, ``-1`` for the one batch-dependent size, or an expression of the batch."""
+        symbolic = [k for k, s in enumerate(sizes) if not isinstance(s, int)]
+        out: list[Any] = list(sizes)
+        if len(symbolic) == 1:
+            out[symbolic[0]] = -1
+        else:
+            for k in symbolic:
+                out[k] = self._sym(sizes[k])
+        return out
+
+    def _sym(self, expr) -> Any:
+        poly = expr.as_poly(B)
+        if poly is None or poly.degree() > 1:
+            raise NotImplementedError(f"size {expr} is not affine in the batch")
+        a, c = (poly.all_coeffs() + [0])[:2] if poly.degree() == 1 else (0, poly.all_coeffs()[0])
+        node: Any = self.batch_node()
+        if a != 1:
+            if a.q == 1:
+                node = self.graph.call_function(operator.mul, (node, int(a)))
+            else:
+                node = self.graph.call_function(operator.floordiv, (
+                    self.graph.call_function(operator.mul, (node, int(a.p))), int(a.q)))
+        if c != 0:
+            node = self.graph.call_function(operator.add, (node, int(c)))
+        return node
+
+    def reshape(self, node: fx.Node, current: list[Size], target: list[Size]) -> fx.Node:
+        if list(current) == list(target):
+            return node
+        return self.graph.call_method("reshape", (node, *self.shape_args(list(target))))
+
+    def permute(self, node: fx.Node, order: tuple[str, ...], target: tuple[str, ...]) -> fx.Node:
+        if tuple(order) == tuple(target):
+            return node
+        perm = [order.index(i) for i in target]
+        return self.graph.call_method("permute", (node, *perm))
+
+    # -- networks --------------------------------------------------------------------------------------------------
+    def _network(self, net: Network) -> fx.Node:
+        if net.plan is None:
+            node = self._einsum(net)
+            order = net.flat_out_indices
+        else:
+            node, order = self._planned(net, net.plan)
+        sizes = net.sizes
+        node = self.permute(node, order, net.flat_out_indices)
+        flat_shape = [sizes[i] for i in net.flat_out_indices]
+        out_shape = list(net.out.shape)
+        node = self.reshape(node, flat_shape, out_shape)
+        for k, e in enumerate(net.epilogue):
+            if k == 0 and net.plan is not None and fused_bias(net, net.plan.steps, net.plan.final):
+                continue
+            args = tuple(node if a is ACC else a for a in self._args(e.args))
+            node = self.graph.call_function(e.target, args, self._args(e.kwargs))
+        return node
+
+    def _operand(self, net: Network, k: int) -> fx.Node:
+        v = net.operands[k]
+        ix = net.flat_operand_indices()[k]
+        return self.reshape(self.node(v), list(v.shape), [net.sizes[i] for i in ix])
+
+    def _einsum(self, net: Network) -> fx.Node:
+        ops = [self._operand(net, k) for k in range(len(net.operands))]
+        if len(ops) == 1 and net.is_relabel:
+            return ops[0] if net.flat_operand_indices()[0] == net.flat_out_indices else \
+                self.permute(ops[0], net.flat_operand_indices()[0], net.flat_out_indices)
+        return self.graph.call_function(torch.einsum, (net.equation(), *ops))
+
+    def _planned(self, net: Network, plan: ContractionPlan) -> tuple[fx.Node, tuple[str, ...]]:
+        terms: dict[int, tuple[fx.Node, tuple[str, ...]]] = {}
+        n = len(net.operands)
+        consumers = {s.lhs: s for s in plan.steps} | {s.rhs: s for s in plan.steps}
+        folded_tops = {s.out_id for s in plan.steps if s.folded and not
+                       (s.out_id in consumers and consumers[s.out_id].folded)}
+        only_folded = _leaves_only_under_folds(plan, n)
+        for p in plan.preps:
+            if p.term in only_folded:
+                continue
+            node = self._operand(net, p.term)
+            flat = net.flat_operand_indices()[p.term]
+            if p.sum_out:
+                node = self.graph.call_method("sum", (node, tuple(flat.index(i) for i in p.sum_out)))
+            terms[p.term] = (node, p.indices)
+        for s in plan.steps:
+            if s.out_id in folded_tops:
+                terms[s.out_id] = (self._fold(net, plan, s), s.out)
+            elif s.folded:
+                continue
+            elif s.kind == "gemm":
+                terms[s.out_id] = (self._gemm(net, s, terms, last=s is plan.steps[-1]), s.out)
+            else:
+                terms[s.out_id] = (self._mul(net, s, terms), s.out)
+        return terms[plan.result]
+
+    def _matrix(self, node: fx.Node, order: tuple[str, ...], groups: list[tuple[str, ...]],
+                sizes: dict[str, Size]) -> fx.Node:
+        """``node`` permuted to the groups' index order and reshaped to one dim per group (a view where the
+        plan found the layout allows it)."""
+        target = tuple(i for g in groups for i in g)
+        node = self.permute(node, order, target)
+        return self.reshape(node, [sizes[i] for i in target], [prod(sizes[i] for i in g) for g in groups])
+
+    def _gemm(self, net: Network, s: PairStep, terms, last: bool) -> fx.Node:
+        sz = net.sizes
+        (ln, lorder), (rn, rorder) = terms[s.lhs], terms[s.rhs]
+        lead = [s.batch] if s.batch else []
+        a = self._matrix(ln, lorder, lead + [s.m, s.k], sz)
+        b = self._matrix(rn, rorder, lead + [s.k, s.n], sz)
+        if s.batch:
+            out = self.graph.call_function(torch.bmm, (a, b))
+        elif last and fused_bias(net, net.plan.steps, net.plan.final):
+            out = self.graph.call_function(torch.addmm, (self.node(net.epilogue[0].args[1]), a, b))
+        else:
+            out = self.graph.call_function(torch.mm, (a, b))
+        out_groups = lead + [s.m, s.n]
+        return self.reshape(out, [prod(sz[i] for i in g) for g in out_groups], [sz[i] for i in s.out])
+
+    def _mul(self, net: Network, s: PairStep, terms) -> fx.Node:
+        sz = net.sizes
+        parts = []
+        for node, order in (terms[s.lhs], terms[s.rhs]):
+            present = [i for i in s.out if i in order]
+            node = self.permute(node, order, tuple(present))
+            parts.append(self.reshape(node, [sz[i] for i in present], [sz[i] if i in order else 1 for i in s.out]))
+        return self.graph.call_function(torch.mul, tuple(parts))
+
+    def _fold(self, net: Network, plan: ContractionPlan, top: PairStep) -> fx.Node:
+        leaves = sorted(_subtree_leaves(plan, top.out_id, len(net.operands)))
+        flat = net.flat_operand_indices()
+        eq = ",".join("".join(flat[k]) for k in leaves) + "->" + "".join(top.out)
+        shapes = [tuple(int(net.sizes[i]) for i in flat[k]) for k in leaves]
+        name = f"tcomp.fold_{self._folds}"
+        self._folds += 1
+        self.attrs[name] = FoldedConstant(eq, shapes)
+        return self.graph.call_module(name, tuple(self.node(net.operands[k]) for k in leaves))
+
+
+def _subtree_leaves(plan: ContractionPlan, term: int, n: int) -> set[int]:
+    if term < n:
+        return {term}
+    s = plan.steps[term - n]
+    return _subtree_leaves(plan, s.lhs, n) | _subtree_leaves(plan, s.rhs, n)
+
+
+def _leaves_only_under_folds(plan: ContractionPlan, n: int) -> set[int]:
+    """Operands read only by folded steps (they need no per-call view)."""
+    used_unfolded = {t for s in plan.steps if not s.folded for t in (s.lhs, s.rhs) if t < n}
+    used_folded = {t for s in plan.steps if s.folded for t in (s.lhs, s.rhs) if t < n}
+    return used_folded - used_unfolded
+
+
+def _class_name(name: str) -> str:
+    cleaned = "".join(c if c.isalnum() else "_" for c in name)
+    return f"Tcomp{cleaned[:1].upper()}{cleaned[1:]}" if cleaned else "TcompModule"
