@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from tcomp.passmanager import Pass
 
-from . import contraction_order
+from . import contraction_order, fuse_networks
 
 
 def pipeline() -> list[Pass]:
     """All passes, in the order they run."""
-    return [contraction_order.PASS]
+    return [fuse_networks.PASS, contraction_order.PASS]

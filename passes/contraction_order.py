@@ -26,8 +26,12 @@ _OPTIMAL_MAX = 6
 _DP_MAX = 12
 
 
-def candidate_trees(net: Network, time_budget: float = 1.0) -> list[tuple[str, list[tuple[int, int]]]]:
-    """Contraction trees worth pricing for ``net``: (method name, pairs of term ids), deduplicated."""
+def candidate_trees(net: Network, time_budget: float = 1.0, quick: bool = False
+                    ) -> list[tuple[str, list[tuple[int, int]]]]:
+    """Contraction trees worth pricing for ``net``: (method name, pairs of term ids), deduplicated.
+
+    ``quick`` limits the search to opt_einsum's ``auto`` and ``greedy`` (and constants-first): what the
+    fuse_networks pass uses to decide whether a merge pays, many times per program."""
     kept, _ = prepare(net)
     n = len(kept)
     if n < 2:
@@ -35,13 +39,13 @@ def candidate_trees(net: Network, time_budget: float = 1.0) -> list[tuple[str, l
     if n == 2:
         return [("pair", [(0, 1)])]
     strategies: list[tuple[str, object]] = [("auto", "auto"), ("greedy", "greedy")]
-    if n <= _OPTIMAL_MAX:
+    if not quick and n <= _OPTIMAL_MAX:
         strategies.append(("optimal", "optimal"))
-    if n <= _DP_MAX:
+    if not quick and n <= _DP_MAX:
         strategies += [("dp-flops", opt_einsum.DynamicProgramming(minimize="flops")),
                        ("dp-size", opt_einsum.DynamicProgramming(minimize="size")),
                        ("dp-combo", opt_einsum.DynamicProgramming(minimize="combo"))]
-    else:
+    elif not quick:
         strategies.append(("random-greedy", opt_einsum.RandomGreedy(max_repeats=64, max_time=time_budget)))
     trees: dict[tuple, str] = {}
     for name, strategy in strategies:
@@ -73,9 +77,10 @@ def _constants_first(net: Network, kept: list[tuple[str, ...]]) -> list[tuple[in
     return pairs
 
 
-def best_plan(net: Network, ctx: PassContext, batch: int | None) -> ContractionPlan:
+def best_plan(net: Network, ctx: PassContext, batch: int | None, quick: bool = False) -> ContractionPlan:
+    """The cheapest plan among the candidate trees, under tcomp's cost model at the decision batch."""
     best = None
-    for method, pairs in candidate_trees(net):
+    for method, pairs in candidate_trees(net, quick=quick):
         plan = plan_network(net, pairs, batch=batch, fold_constants=True, training=ctx.training, method=method)
         if best is None or plan.cost.time_at(max(batch or 2, 2)) < best.cost.time_at(max(batch or 2, 2)):
             best = plan

@@ -142,18 +142,7 @@ class CompiledModule(nn.Module):
         return out
 
     def flat_args(self, args: tuple, kwargs: dict) -> tuple:
-        bound = self._tcomp_signature.bind(*args, **kwargs)
-        bound.apply_defaults()
-        flat = []
-        for name, value in bound.arguments.items():
-            kind = self._tcomp_signature.parameters[name].kind
-            if kind == inspect.Parameter.VAR_POSITIONAL:
-                flat.extend(value)
-            elif kind == inspect.Parameter.VAR_KEYWORD:
-                flat.extend(value.values())
-            else:
-                flat.append(value)
-        return tuple(flat)
+        return flatten_arguments(self._tcomp_signature, args, kwargs)[0]
 
     def forward(self, *args, **kwargs):
         flat = self.flat_args(args, kwargs)
@@ -166,6 +155,8 @@ class CompiledModule(nn.Module):
         try:
             return art.gm(*[a for a in flat if isinstance(a, torch.Tensor)])
         except Exception as err:  # noqa: BLE001 - never crash where eager would not
+            if self._tcomp_options.strict:
+                raise
             result = self._orig_mod(*args, **kwargs)
             art.gm = None
             art.report.status = "eager fallback"
@@ -222,6 +213,46 @@ class CompiledModule(nn.Module):
         return self._latest().report.explain()
 
 
+def flatten_arguments(signature: inspect.Signature, args: tuple, kwargs: dict) -> tuple[tuple, list[str], Callable]:
+    """Bind a call to ``forward``'s signature: the flat argument values (``*args``/``**kwargs`` spread), a name for
+    each, and a function that rebuilds ``(args, kwargs)`` from flat values."""
+    bound = signature.bind(*args, **kwargs)
+    bound.apply_defaults()
+    flat: list = []
+    names: list[str] = []
+    layout: list[tuple[str, str, Any]] = []  # (parameter kind, name, key)
+    for name, value in bound.arguments.items():
+        kind = signature.parameters[name].kind
+        if kind == inspect.Parameter.VAR_POSITIONAL:
+            for j, v in enumerate(value):
+                flat.append(v)
+                names.append(f"{name}_{j}")
+                layout.append(("var_positional", name, j))
+        elif kind == inspect.Parameter.VAR_KEYWORD:
+            for key, v in value.items():
+                flat.append(v)
+                names.append(key)
+                layout.append(("var_keyword", name, key))
+        else:
+            flat.append(value)
+            names.append(name)
+            layout.append(("keyword" if kind == inspect.Parameter.KEYWORD_ONLY else "positional", name, None))
+
+    def rebuild(values: tuple) -> tuple[tuple, dict]:
+        pos: list = []
+        kw: dict = {}
+        for (kind, _, key), v in zip(layout, values):
+            if kind in ("positional", "var_positional"):
+                pos.append(v)
+            elif kind == "var_keyword":
+                kw[key] = v
+            else:
+                kw[_] = v
+        return tuple(pos), kw
+
+    return tuple(flat), names, rebuild
+
+
 def _strip_prefix(module, state_dict, prefix, local_metadata):
     key = prefix + "_orig_mod."
     for k in list(state_dict):
@@ -245,11 +276,12 @@ def build(model: nn.Module, flat: tuple, signature: inspect.Signature, opts: Opt
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     tensor_positions = [k for k, a in enumerate(flat) if isinstance(a, torch.Tensor)]
-    names = list(signature.parameters)
-    concrete = {names[k]: a for k, a in enumerate(flat) if not isinstance(a, torch.Tensor)}
+    _, names, rebuild = flatten_arguments(signature, *rebuild_call(signature, flat))
     example = tuple(flat[k] for k in tensor_positions)
-    cap = capture(model, example, concrete=concrete,
-                  tensor_names=[names[k] for k in tensor_positions])
+    plain = len(tensor_positions) == len(flat) and all(
+        p.kind == inspect.Parameter.POSITIONAL_OR_KEYWORD for p in signature.parameters.values())
+    cap = capture(model, example, call=None if plain else _CallTemplate(
+        [names[k] for k in tensor_positions], tensor_positions, flat, rebuild))
     timings["capture"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     program = lower(cap, name)
@@ -270,6 +302,45 @@ def build(model: nn.Module, flat: tuple, signature: inspect.Signature, opts: Opt
         flops_before=result.reports[0].flops_before if result.reports else 0,
         flops_after=result.reports[-1].flops_after if result.reports else 0, timings=timings, backend=opts.backend)
     return _Artifact(_Guard.of(flat, model.training, batch_dims), report, gm, result.program)
+
+
+def rebuild_call(signature: inspect.Signature, flat: tuple) -> tuple[tuple, dict]:
+    """Positional/keyword arguments that bind to ``flat`` (the inverse of flattening, for plain signatures and
+    ``*args``: flat values in parameter order)."""
+    args: list = []
+    kwargs: dict = {}
+    it = iter(flat)
+    params = list(signature.parameters.values())
+    for k, p in enumerate(params):
+        if p.kind == inspect.Parameter.VAR_POSITIONAL:
+            n_after = sum(1 for q in params[k + 1:] if q.kind != inspect.Parameter.VAR_KEYWORD)
+            remaining = list(it)
+            args.extend(remaining[:len(remaining) - n_after])
+            it = iter(remaining[len(remaining) - n_after:])
+        elif p.kind in (inspect.Parameter.KEYWORD_ONLY,):
+            kwargs[p.name] = next(it)
+        elif p.kind == inspect.Parameter.VAR_KEYWORD:
+            continue
+        else:
+            args.append(next(it))
+    return tuple(args), kwargs
+
+
+@dataclass
+class _CallTemplate:
+    """How the traced wrapper calls ``forward``: tensor parameter names, and the fixed non-tensor values."""
+
+    tensor_names: list[str]
+    tensor_positions: list[int]
+    flat: tuple
+    rebuild: Callable
+
+    def call(self, forward: Callable, tensors: tuple):
+        values = list(self.flat)
+        for pos, t in zip(self.tensor_positions, tensors):
+            values[pos] = t
+        args, kwargs = self.rebuild(tuple(values))
+        return forward(*args, **kwargs)
 
 
 def _submodules(gm: fx.GraphModule) -> dict[str, nn.Module]:

@@ -37,17 +37,17 @@ class Captured:
     notes: list[str] = field(default_factory=list)
 
 
-def capture(model: torch.nn.Module, example_inputs: tuple, concrete: dict[str, Any] | None = None,
-            tensor_names: list[str] | None = None) -> Captured:
+def capture(model: torch.nn.Module, example_inputs: tuple, call: Any = None) -> Captured:
     """Trace ``model`` and record symbolic shapes in each node's ``meta`` (keys ``tcomp_shape``, ``tcomp_dtype``,
     ``tcomp_value``).
 
-    ``example_inputs`` are the tensor arguments; ``concrete`` the non-tensor arguments by name, which are fixed
-    (the compiled module guards on their values); ``tensor_names`` the parameter names of the tensors.
+    ``example_inputs`` are the tensor arguments. ``call`` (optional) describes a forward with non-tensor
+    arguments or ``*args``: it has ``tensor_names`` and ``call(forward, tensors)``, which calls the real forward with
+    the tensors in place and the non-tensor values fixed (the compiled module guards on those values).
     """
     notes: list[str] = []
-    if concrete:
-        model = _with_fixed_arguments(model, tensor_names or [], concrete)
+    if call is not None:
+        model = _with_fixed_arguments(model, call)
     try:
         gm = fx.symbolic_trace(model)
         method = "fx"
@@ -66,20 +66,21 @@ def capture(model: torch.nn.Module, example_inputs: tuple, concrete: dict[str, A
     return cap
 
 
-def _with_fixed_arguments(model: torch.nn.Module, tensor_names: list[str], concrete: dict[str, Any]) -> torch.nn.Module:
+def _with_fixed_arguments(model: torch.nn.Module, call: Any) -> torch.nn.Module:
     """A module sharing ``model``'s submodules, parameters and buffers (so qualified names are unchanged) whose
-    forward takes only the tensor arguments and passes the fixed ones by name.
+    forward takes only the tensor arguments, as named parameters.
 
     torch.fx creates a placeholder for every parameter of ``forward`` (read from its code object), so the
     forward is generated with exactly the tensor parameters.
     """
-    for n in tensor_names:
+    names = call.tensor_names
+    for n in names:
         if not n.isidentifier():
             raise CaptureError(f"argument name {n!r} is not an identifier")
-    params = ", ".join(tensor_names)
-    call = ", ".join(f"{n}={n}" for n in tensor_names)
+    params = ", ".join(names)
     namespace: dict[str, Any] = {}
-    exec(f"def forward(self, {params}):\n    return self._inner_forward({call}, **self._fixed)\n", namespace)
+    exec(f"def forward(self, {params}):\n    return self._call(self._inner_forward, ({params}{',' if names else ''}))\n",
+         namespace)
 
     class FixedArguments(torch.nn.Module):
         forward = namespace["forward"]
@@ -90,7 +91,7 @@ def _with_fixed_arguments(model: torch.nn.Module, tensor_names: list[str], concr
     wrapper._buffers = model._buffers
     wrapper.training = model.training
     object.__setattr__(wrapper, "_inner_forward", model.forward)
-    object.__setattr__(wrapper, "_fixed", dict(concrete))
+    object.__setattr__(wrapper, "_call", call.call)
     FixedArguments.__name__ = type(model).__name__
     return wrapper
 
@@ -239,7 +240,19 @@ def _fit_one(r0: Any, samples: list[tuple[int, Any]]) -> Any:
         return type(r0)(_fit_one(r0[i], [(b, s[i]) for b, s in samples]) for i in range(len(r0)))
     if isinstance(r0, dict):
         return {k: _fit_one(v, [(b, s[k]) for b, s in samples]) for k, v in r0.items()}
+    if isinstance(r0, float) and any(s != r0 for _, s in samples):
+        return VARIES
     return r0
+
+
+class _Varies:
+    """A non-integer value that changes with the batch size (kept as a computed value, never folded)."""
+
+    def __repr__(self) -> str:
+        return "<varies with batch>"
+
+
+VARIES = _Varies()
 
 
 def _fit_int(samples: list[tuple[int, int]]) -> Size:

@@ -130,7 +130,8 @@ class _Emitter:
     def reshape(self, node: fx.Node, current: list[Size], target: list[Size]) -> fx.Node:
         if list(current) == list(target):
             return node
-        return self.graph.call_method("reshape", (node, *self.shape_args(list(target))))
+        args = self.shape_args(list(target))
+        return self.graph.call_method("reshape", (node, *args) if args else (node, ()))
 
     def permute(self, node: fx.Node, order: tuple[str, ...], target: tuple[str, ...]) -> fx.Node:
         if tuple(order) == tuple(target):

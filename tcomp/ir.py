@@ -254,6 +254,17 @@ class Program:
                 self.ops[k] = substitute_inputs(op, {id(old): new})
         self.output = pytree.tree_map(lambda v: new if v is old else v, self.output)
 
+    def eliminate_dead_code(self) -> int:
+        """Drop side-effect-free ops whose results nobody reads; returns how many were dropped."""
+        removed = 0
+        while True:
+            users = self.users()
+            keep = [op for op in self.ops if not is_pure(op) or users.get(id(op.out)) or self.is_output(op.out)]
+            if len(keep) == len(self.ops):
+                return removed
+            removed += len(self.ops) - len(keep)
+            self.ops = keep
+
     def values(self) -> Iterator[Value]:
         yield from self.inputs
         yield from self.constants.values()
@@ -347,6 +358,24 @@ def format_op(op: Op) -> str:
     if isinstance(op, Pointwise):
         return f"{lhs} pointwise {op.fn}({_format_args(op.args, op.kwargs)})"
     return f"{lhs} call {op.target_name}({_format_args(op.args, op.kwargs)})"
+
+
+def is_pure(op: Op) -> bool:
+    """Whether dropping ``op`` (when its result is unused) cannot change anything else: Networks and Pointwise ops
+    always; Calls unless they write in place (a trailing ``_``, ``inplace=True``, ``out=``, a mutable aten schema)
+    or are a stateful module in training mode (batch norm updates its running statistics)."""
+    if isinstance(op, (Network, Pointwise)):
+        return True
+    if op.kwargs.get("inplace") is True or "out" in op.kwargs:
+        return False
+    if op.kind == "module":
+        return not (op.module.training and any(True for _ in op.module.buffers(recurse=True)))
+    name = op.target if op.kind == "method" else getattr(op.target, "__name__", "")
+    if isinstance(name, str) and name.endswith("_") and not name.endswith("__"):
+        return False
+    if isinstance(op.target, torch._ops.OpOverload):
+        return not op.target._schema.is_mutable
+    return True
 
 
 def substitute_inputs(op: Op, mapping: dict[int, Value]) -> Op:

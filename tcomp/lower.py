@@ -143,6 +143,8 @@ class _Lowerer:
                 self.env[node] = self._get_attr(node)
             elif node.op == "output":
                 output = pytree.tree_map(self._arg, node.args[0])
+            elif _is_constant(node.meta.get("tcomp_value", _MISSING)):
+                self.env[node] = node.meta["tcomp_value"]  # a shape computation that does not depend on B
             else:
                 self.env[node] = self._lower_node(node)
         return Program(name=self.name, inputs=self.inputs, constants=self.constants, ops=self.ops, output=output,
@@ -503,6 +505,21 @@ class _Lowerer:
         xd, out_dims, sizes = _reshape_dims(x.shape, shape)
         out = Value(name, tuple(shape), x.dtype)
         return self._emit(Network(out, (x,), (xd,), out_dims, sizes, origin="reshape"))
+
+
+_MISSING = object()
+
+
+def _is_constant(value: Any) -> bool:
+    """A Python value known at compile time: numbers, bools, and non-empty tuples/lists of them (not symbolic).
+
+    None is excluded: calls made for their side effects return it.
+    """
+    if isinstance(value, (bool, int, float, str, torch.dtype)):
+        return True
+    if isinstance(value, (tuple, list)) and value:
+        return all(_is_constant(v) for v in value)
+    return False
 
 
 class _Fallback(Exception):

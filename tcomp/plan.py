@@ -87,15 +87,16 @@ class ContractionPlan:
             lhs, rhs = names[s.lhs], names[s.rhs]
             names[s.out_id] = f"t{s.out_id - len(net.operands)}"
             if s.kind == "gemm":
-                shape = f"[{''.join(s.batch) or '-'}|{''.join(s.m) or '-'}|{''.join(s.k)}|{''.join(s.n) or '-'}]"
+                roles = " ".join(f"{r}={''.join(g)}" for r, g in (("batch", s.batch), ("m", s.m), ("k", s.k),
+                                                                 ("n", s.n)) if g)
                 op = "bmm" if s.batch else "mm"
             else:
-                shape = f"[{''.join(s.out)}]"
+                roles = ""
                 op = "mul"
             copies = [n for n, c in (("lhs", s.copy_lhs), ("rhs", s.copy_rhs)) if c]
             note = f"copies {'+'.join(copies)}" if copies else "no copy"
-            folded = " folded once" if s.folded else ""
-            lines.append(f"{names[s.out_id]} = {op} {lhs}·{rhs} {shape} -> {''.join(s.out)}   "
+            folded = ", folded once" if s.folded else ""
+            lines.append(f"{names[s.out_id]} = {op}({lhs}, {rhs}) {roles} -> {''.join(s.out)}   "
                          f"{s.cost.flops_str()} flop, {note}{folded}")
         lines.append(f"plan ({self.method}): {self.cost.flops_str()} flop, "
                      f"{len(self.steps)} step(s), copies {self.cost.copy_bytes} B")

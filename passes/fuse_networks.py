@@ -1,0 +1,184 @@
+"""fuse_networks: merge adjacent contraction ops into maximal Networks.
+
+A Network operand produced by another Network is replaced by that producer's operands (its sub-network), when
+
+- the producer is a pure relabel (reshape / permute / view: free to repeat in every consumer), or its result has
+  exactly one reader (an intermediate with several readers stays materialised — never computed twice);
+- the producer's epilogue is linear (only scalar scaling, which moves to the front of the merged epilogue);
+- the producer's output groups and the consumer's view of it have a common refinement (each reshape in between
+  only splits or merges indices — see :func:`tcomp.indices.refine`);
+- and the merged network's planned cost is not above the two plans' sum under tcomp's cost model (so merging
+  never makes a program slower by the model's account; the contraction_order pass then plans the merged network,
+  including pre-contracting constant sub-networks such as two Linears with no activation between them).
+
+A multiply by a Python scalar whose reader is a Network becomes part of the network's epilogue first (scalar
+scaling is linear), so networks fuse through it. Merging works across module boundaries: the IR has none.
+"""
+from __future__ import annotations
+
+from tcomp.indices import IndexPool, refine
+from tcomp.ir import ACC, EpilogueOp, Network, Pointwise, Program, Value
+from tcomp.passmanager import Pass, PassContext, PassReport
+from tcomp.symbolic import as_size
+
+from .contraction_order import best_plan
+
+NAME = "fuse_networks"
+
+
+def _scale_of(epilogue: tuple[EpilogueOp, ...]) -> float | None:
+    """The product of a purely scalar-scaling epilogue, or None if the epilogue does anything else."""
+    s = 1.0
+    for e in epilogue:
+        if e.fn == "mul" and len(e.args) == 2 and e.args[0] is ACC and _is_scalar(e.args[1]) and not e.kwargs:
+            s *= e.args[1]
+        elif e.fn == "div" and len(e.args) == 2 and e.args[0] is ACC and _is_scalar(e.args[1]) and not e.kwargs:
+            s /= e.args[1]
+        else:
+            return None
+    return s
+
+
+def _is_scalar(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def _scale_epilogue(scale: float) -> tuple[EpilogueOp, ...]:
+    import torch
+
+    return () if scale == 1.0 else (EpilogueOp("mul", torch.mul, (ACC, scale)),)
+
+
+def _split_dims(dims, mapping: dict[str, tuple[str, ...]]):
+    return tuple(tuple(j for i in g for j in mapping.get(i, (i,))) for g in dims)
+
+
+def _rename(net: Network, mapping: dict[str, tuple[str, ...]], sizes: dict[str, int]) -> Network:
+    """``net`` with each index in ``mapping`` replaced by its tuple of (finer) indices."""
+    new_sizes = {}
+    for i, s in net.sizes.items():
+        if i in mapping:
+            for j in mapping[i]:
+                new_sizes[j] = sizes[j]
+        else:
+            new_sizes[i] = s
+    return Network(net.out, net.operands, tuple(_split_dims(d, mapping) for d in net.operand_dims),
+                   _split_dims(net.out_dims, mapping), new_sizes, net.epilogue, None, net.origin)
+
+
+def merge(consumer: Network, position: int, producer: Network) -> Network | None:
+    """The consumer with operand ``position`` (the producer's result) replaced by the producer's sub-network, or
+    None when the two index structures have no common refinement or the producer's epilogue is not linear."""
+    scale = _scale_of(producer.epilogue)
+    if scale is None:
+        return None
+    pool = IndexPool(set(consumer.sizes) | set(producer.sizes))
+    fresh = {i: (pool.new(),) for i in producer.sizes}
+    prod_sizes = {fresh[i][0]: s for i, s in producer.sizes.items()}
+    producer = _rename(producer, fresh, prod_sizes)
+    c_map: dict[str, tuple[str, ...]] = {}
+    p_map: dict[str, tuple[str, ...]] = {}
+    sizes: dict[str, int] = {}
+    for pg, cg in zip(producer.out_dims, consumer.operand_dims[position]):
+        r = refine([producer.sizes[i] for i in pg], [consumer.sizes[i] for i in cg])
+        if r is None:
+            return None
+        pieces, p_ranges, c_ranges = r
+        names = [pool.new() for _ in pieces]
+        for i, rg in zip(pg, p_ranges):
+            p_map[i] = tuple(names[k] for k in rg)
+        for i, rg in zip(cg, c_ranges):
+            c_map[i] = tuple(names[k] for k in rg)
+        sizes.update(zip(names, (as_size(p) for p in pieces)))
+    producer = _rename(producer, p_map, sizes)
+    consumer = _rename(consumer, c_map, sizes)
+    operands = consumer.operands[:position] + producer.operands + consumer.operands[position + 1:]
+    dims = consumer.operand_dims[:position] + producer.operand_dims + consumer.operand_dims[position + 1:]
+    all_sizes = {**consumer.sizes, **producer.sizes}
+    used = {i for d in (*dims, consumer.out_dims) for g in d for i in g}
+    own_scale = _scale_of(consumer.epilogue[:1]) if consumer.epilogue else None
+    if own_scale is not None and consumer.epilogue:
+        epilogue = _scale_epilogue(scale * own_scale) + consumer.epilogue[1:]
+    else:
+        epilogue = _scale_epilogue(scale) + consumer.epilogue
+    origin = " + ".join(o for o in (producer.origin, consumer.origin) if o)
+    return Network(consumer.out, operands, dims, consumer.out_dims,
+                   {i: s for i, s in all_sizes.items() if i in used}, epilogue, None, origin)
+
+
+def _absorb_scalars(program: Program) -> int:
+    """Turn ``x * c`` / ``x / c`` (c a Python number) read by a Network into a scaled identity Network."""
+    users = program.users()
+    changed = 0
+    for k, op in enumerate(program.ops):
+        if not (isinstance(op, Pointwise) and op.fn in ("mul", "div") and len(op.args) == 2 and not op.kwargs):
+            continue
+        x, c = op.args
+        if not (isinstance(x, Value) and x.is_tensor and _is_scalar(c)) or x.dtype != op.out.dtype:
+            continue
+        readers = users.get(id(op.out), [])
+        if not readers or not all(isinstance(r, Network) for r in readers) or program.is_output(op.out):
+            continue
+        pool = IndexPool()
+        dims = tuple((pool.new(),) if s != 1 else () for s in x.shape)
+        sizes = {g[0]: s for g, s in zip(dims, x.shape) if g}
+        fn = "mul" if op.fn == "mul" else "div"
+        import torch
+
+        epi = (EpilogueOp(fn, torch.mul if fn == "mul" else torch.div, (ACC, c)),)
+        program.ops[k] = Network(op.out, (x,), (dims,), dims, sizes, epi, origin=f"scale by {c:g}")
+        changed += 1
+    return changed
+
+
+def run(program: Program, ctx: PassContext) -> tuple[Program, PassReport]:
+    new = program.copy()
+    scalars = _absorb_scalars(new)
+    merges = 0
+    rejected_cost = 0
+    producers = new.producers()
+    for k, op in enumerate(new.ops):
+        if not isinstance(op, Network):
+            continue
+        current = op
+        progress = True
+        while progress:
+            progress = False
+            users = new.users()
+            for pos, v in enumerate(current.operands):
+                prod = producers.get(id(v))
+                if not isinstance(prod, Network) or new.is_output(v) or v.dtype != current.out.dtype:
+                    continue
+                readers = users.get(id(v), [])
+                single = len(readers) == 1 and sum(1 for o in current.operands if o is v) == 1
+                if not (single or (prod.is_relabel and _scale_of(prod.epilogue) is not None)):
+                    continue
+                merged = merge(current, pos, prod)
+                if merged is None:
+                    continue
+                if not _cheaper(merged, current, prod, ctx, new.example_batch):
+                    rejected_cost += 1
+                    continue
+                current = merged
+                new.ops[k] = current
+                producers[id(current.out)] = current
+                merges += 1
+                progress = True
+                break
+    removed = new.eliminate_dead_code()
+    report = PassReport(NAME, changed=merges > 0 or scalars > 0)
+    report.notes.append(f"{merges} merge(s), {scalars} scalar scaling(s) absorbed, {removed} op(s) removed, "
+                        f"{rejected_cost} merge(s) rejected by the cost model")
+    report.details = {"merges": merges, "scalars": scalars, "removed": removed, "rejected_by_cost": rejected_cost}
+    return new, report
+
+
+def _cheaper(merged: Network, consumer: Network, producer: Network, ctx: PassContext, batch) -> bool:
+    b = max(batch or 2, 2)
+    fused = best_plan(merged, ctx, batch, quick=True).cost.time_at(b)
+    separate = best_plan(consumer, ctx, batch, quick=True).cost.time_at(b) + \
+        best_plan(producer, ctx, batch, quick=True).cost.time_at(b)
+    return fused <= separate * (1 + 1e-9)
+
+
+PASS = Pass(NAME, run, exact=True, doc=__doc__.splitlines()[0])

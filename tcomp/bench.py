@@ -1,0 +1,151 @@
+"""``tcomp bench``: eager vs torch.compile vs tcomp, in one process.
+
+Latency is the median of repeated calls after warm-up, measured round-robin (the variants take turns, a few calls
+each, so that machine noise hits all of them alike); ratios are to eager in the same process. Errors are the
+maximum absolute error and the maximum error relative to the output's largest magnitude, against eager.
+Inference runs under ``torch.no_grad()``; compile time is the wall time of compiling plus the first call.
+"""
+from __future__ import annotations
+
+import statistics
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Callable
+
+import torch
+
+from .numerics import compare
+from .targets import Target
+
+
+@dataclass
+class VariantResult:
+    name: str
+    median_ms: float | None = None
+    ratio: float | None = None              # eager time / this time (higher is faster)
+    compile_s: float | None = None
+    max_abs_err: float | None = None
+    max_rel_err: float | None = None
+    error: str | None = None
+
+
+@dataclass
+class BenchResult:
+    model: str
+    input_shapes: list
+    variants: list[VariantResult] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _progress(msg: str, enabled: bool) -> None:
+    if enabled:
+        print(msg, file=sys.stderr, flush=True)
+
+
+def time_round_robin(fns: dict[str, Callable[[], object]], rounds: int = 7, per_round: int = 3,
+                     min_seconds: float = 0.0) -> dict[str, float]:
+    """Median seconds per call of each function, measured in turns."""
+    samples: dict[str, list[float]] = {k: [] for k in fns}
+    start = time.perf_counter()
+    r = 0
+    while r < rounds or time.perf_counter() - start < min_seconds:
+        for k, fn in fns.items():
+            for _ in range(per_round):
+                t0 = time.perf_counter()
+                fn()
+                samples[k].append(time.perf_counter() - t0)
+        r += 1
+        if r >= 50 * rounds:
+            break
+    return {k: statistics.median(v) for k, v in samples.items()}
+
+
+def bench_target(target: Target, *, torch_compile: bool = True, tcomp_options: dict | None = None,
+                 rounds: int = 7, progress: bool = True) -> BenchResult:
+    import tcomp
+
+    model, inputs = target.model, target.inputs
+    res = BenchResult(target.name, [list(t.shape) if isinstance(t, torch.Tensor) else repr(t) for t in inputs])
+    with torch.no_grad():
+        ref = model(*inputs)
+        runners: dict[str, Callable] = {"eager": lambda: model(*inputs)}
+        compiled: dict[str, VariantResult] = {"eager": VariantResult("eager", compile_s=0.0, max_abs_err=0.0,
+                                                                      max_rel_err=0.0)}
+        if torch_compile:
+            _progress(f"  {target.name}: torch.compile (cold compile)...", progress)
+            compiled["torch.compile"] = _compile_variant("torch.compile", lambda: torch.compile(model), inputs, ref,
+                                                         runners)
+        _progress(f"  {target.name}: tcomp.compile...", progress)
+        opts = dict(tcomp_options or {})
+        variant = _compile_variant("tcomp", lambda: tcomp.compile(model, inputs, **opts), inputs, ref, runners)
+        compiled["tcomp"] = variant
+        _progress(f"  {target.name}: timing {', '.join(runners)}...", progress)
+        # warm-up
+        for fn in runners.values():
+            fn()
+            fn()
+        times = time_round_robin(runners, rounds=rounds)
+    eager_t = times["eager"]
+    for name, v in compiled.items():
+        if name in times:
+            v.median_ms = times[name] * 1e3
+            v.ratio = eager_t / times[name]
+        res.variants.append(v)
+    if torch_compile:
+        torch._dynamo.reset()
+    return res
+
+
+def _compile_variant(name: str, make: Callable, inputs: tuple, ref, runners: dict) -> VariantResult:
+    v = VariantResult(name)
+    t0 = time.perf_counter()
+    try:
+        fn = make()
+        out = fn(*inputs)
+    except Exception as err:  # noqa: BLE001 - a failing variant is reported, the others still run
+        v.error = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"[:200]
+        return v
+    v.compile_s = time.perf_counter() - t0
+    c = compare(ref, out)
+    v.max_abs_err, v.max_rel_err = c.max_abs, c.max_rel
+    runners[name] = lambda: fn(*inputs)
+    return v
+
+
+def format_table(results: list[BenchResult]) -> str:
+    names = []
+    for r in results:
+        for v in r.variants:
+            if v.name not in names:
+                names.append(v.name)
+    header = ["model"] + [f"{n} ms (×eager)" for n in names] + ["tcomp max abs / rel err"] + \
+        [f"compile s ({', '.join(n for n in names if n != 'eager')})"]
+    rows = [header]
+    for r in results:
+        by = {v.name: v for v in r.variants}
+        row = [r.model]
+        for n in names:
+            v = by.get(n)
+            if v is None:
+                row.append("-")
+            elif v.error:
+                row.append("failed")
+            else:
+                row.append(f"{v.median_ms:.2f} ({v.ratio:.2f}×)")
+        t = by.get("tcomp")
+        row.append(f"{t.max_abs_err:.1e} / {t.max_rel_err:.1e}" if t and t.max_abs_err is not None else "-")
+        row.append(" / ".join(f"{by[n].compile_s:.1f}" if by.get(n) and by[n].compile_s is not None else "-"
+                              for n in names if n != "eager"))
+        rows.append(row)
+    widths = [max(len(str(row[c])) for row in rows) for c in range(len(header))]
+    lines = ["| " + " | ".join(str(cell).ljust(w) for cell, w in zip(row, widths)) + " |" for row in rows]
+    lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    errors = [f"{r.model} / {v.name}: {v.error}" for r in results for v in r.variants if v.error]
+    if errors:
+        lines.append("")
+        lines += [f"failed: {e}" for e in errors]
+    return "\n".join(lines)

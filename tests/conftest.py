@@ -1,0 +1,18 @@
+"""Shared test configuration.
+
+Hypothesis profiles: ``ci`` (the default) runs the example counts the issues ask for with no deadline (the
+machine is shared and timings vary); ``dev`` runs fewer for quick iteration (``--hypothesis-profile=dev``).
+"""
+import os
+import warnings
+
+import torch
+from hypothesis import HealthCheck, settings
+
+settings.register_profile("ci", deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                                       HealthCheck.data_too_large])
+settings.register_profile("dev", deadline=None, max_examples=20, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+torch.set_num_threads(min(2, torch.get_num_threads()))
+warnings.filterwarnings("ignore", message=".*TypedStorage is deprecated.*")
