@@ -21,10 +21,11 @@ Structured Matrices", ICML 2024, §4): structure-aware µP. Every factor is a ba
 maps ``b_in·r`` of those to ``d_out/b_out`` outputs; a rank or term index counts as fan-out of the first factor
 and fan-in of the second, as in a tensor train. Each factor is drawn from ``N(0, σ²)`` with
 ``σ = d_in^{-1/2}·min(1, (d_out/d_in)^{1/2})``, the spectral-condition scale (Yang, Simon & Bernstein 2023) that
-gives a factor spectral norm ``Θ((d_out/d_in)^{1/2})``. Applied per factor, the product's output keeps the scale a
-dense µP layer has, whatever the structure; applied to the product's outer dimensions only (as a standard init
-would), the output scale would shrink or grow with the block sizes and ranks. The bias starts at zero. (The paper
-also scales each factor's learning rate; that belongs to the optimiser and is not done here.)
+gives a factor spectral norm ``Θ((d_out/d_in)^{1/2})``: each factor changes the RMS of what passes through it by
+``min(1, (d_out/d_in)^{1/2})``, independently of the width, which is the µP property, for every structure alike.
+An init from the layer's outer ``d_in``/``d_out`` alone (PyTorch's default) does not see the block sizes and
+ranks, so the output scale would drift with them. The bias starts at zero. (The paper also scales each factor's
+learning rate; that belongs to the optimiser and is not done here.)
 """
 from __future__ import annotations
 
@@ -109,7 +110,7 @@ class Linear(nn.Module):
         return {"terms": terms, "a_shape": (o, i)}, [((o, terms, i), i, o * terms), ((p, terms, j), terms * j, p)]
 
     def to_network(self) -> FactorNetwork:
-        """The weight as a FactorNetwork whose factors are this layer's parameters."""
+        """The weight as a FactorNetwork whose factors are this layer's parameters (Monarch: views of them)."""
         factors = list(self.factors)
         if self.structure == "dense":
             return FactorNetwork("dense", {}, factors, ["oi"], [("o",), ("i",)], {"o": self.d_out, "i": self.d_in})
@@ -188,4 +189,5 @@ class Linear(nn.Module):
 
     def extra_repr(self) -> str:
         params = "".join(f", {name}={value}" for name, value in self.params.items())
-        return f"d_in={self.d_in}, d_out={self.d_out}, structure={self.structure!r}{params}, bias={self.bias is not None}"
+        bias = self.bias is not None
+        return f"d_in={self.d_in}, d_out={self.d_out}, structure={self.structure!r}{params}, bias={bias}"
