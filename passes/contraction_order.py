@@ -57,6 +57,8 @@ def candidate_trees(net: Network, time_budget: float = 1.0, quick: bool = False
     folded = _constants_first(net, kept)
     if folded is not None:
         trees.setdefault(tuple(folded), "constants-first")
+    if net.hint is not None:
+        trees.setdefault(tuple(net.hint), "pre-fusion order")
     return [(name, list(pairs)) for pairs, name in trees.items()]
 
 

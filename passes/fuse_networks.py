@@ -19,6 +19,7 @@ from __future__ import annotations
 from tcomp.indices import IndexPool, refine
 from tcomp.ir import ACC, EpilogueOp, Network, Pointwise, Program, Value
 from tcomp.passmanager import Pass, PassContext, PassReport
+from tcomp.plan import default_pairs
 from tcomp.symbolic import as_size
 
 from .contraction_order import best_plan
@@ -63,7 +64,7 @@ def _rename(net: Network, mapping: dict[str, tuple[str, ...]], sizes: dict[str, 
         else:
             new_sizes[i] = s
     return Network(net.out, net.operands, tuple(_split_dims(d, mapping) for d in net.operand_dims),
-                   _split_dims(net.out_dims, mapping), new_sizes, net.epilogue, None, net.origin)
+                   _split_dims(net.out_dims, mapping), new_sizes, net.epilogue, None, net.origin, net.hint)
 
 
 def merge(consumer: Network, position: int, producer: Network) -> Network | None:
@@ -103,18 +104,55 @@ def merge(consumer: Network, position: int, producer: Network) -> Network | None
         epilogue = _scale_epilogue(scale) + consumer.epilogue
     origin = " + ".join(o for o in (producer.origin, consumer.origin) if o)
     return Network(consumer.out, operands, dims, consumer.out_dims,
-                   {i: s for i, s in all_sizes.items() if i in used}, epilogue, None, origin)
+                   {i: s for i, s in all_sizes.items() if i in used}, epilogue, None, origin,
+                   _merged_tree(consumer, position, producer))
+
+
+def _merged_tree(consumer: Network, position: int, producer: Network) -> tuple[tuple[int, int], ...]:
+    """The tree that evaluates the producer's sub-network first, then the consumer's (the unfused order), over
+    the merged operand list; contraction_order prices it beside opt_einsum's trees."""
+    m, n = len(producer.operands), len(consumer.operands)
+    total = n - 1 + m
+    p_pairs = list(producer.hint) if producer.hint is not None else default_pairs(producer)
+    c_pairs = list(consumer.hint) if consumer.hint is not None else default_pairs(consumer)
+
+    def p_id(t: int) -> int:
+        return position + t if t < m else total + (t - m)
+
+    p_result = p_id(m + len(p_pairs) - 1) if p_pairs else position
+
+    def c_id(t: int) -> int:
+        if t < n:
+            return t if t < position else (p_result if t == position else t + m - 1)
+        return total + len(p_pairs) + (t - n)
+
+    return tuple((p_id(a), p_id(b)) for a, b in p_pairs) + tuple((c_id(a), c_id(b)) for a, b in c_pairs)
 
 
 def _absorb_scalars(program: Program) -> int:
-    """Turn ``x * c`` / ``x / c`` (c a Python number) read by a Network into a scaled identity Network."""
-    users = program.users()
+    """Make ``x * c`` / ``x / c`` (c a Python number) part of a network: appended to the epilogue of the Network
+    that produces x when it is x's only reader, else a scaled identity Network when x's readers are Networks."""
+    import torch
+
     changed = 0
-    for k, op in enumerate(program.ops):
+    k = 0
+    while k < len(program.ops):
+        op = program.ops[k]
+        k += 1
         if not (isinstance(op, Pointwise) and op.fn in ("mul", "div") and len(op.args) == 2 and not op.kwargs):
             continue
         x, c = op.args
         if not (isinstance(x, Value) and x.is_tensor and _is_scalar(c)) or x.dtype != op.out.dtype:
+            continue
+        step = EpilogueOp(op.fn, torch.mul if op.fn == "mul" else torch.div, (ACC, c))
+        users = program.users()
+        producer = program.producers().get(id(x))
+        if isinstance(producer, Network) and len(users.get(id(x), [])) == 1 and not program.is_output(x):
+            at = program.ops.index(producer)
+            program.ops[at] = producer.replace(out=op.out, epilogue=producer.epilogue + (step,))
+            program.ops.remove(op)
+            k -= 1
+            changed += 1
             continue
         readers = users.get(id(op.out), [])
         if not readers or not all(isinstance(r, Network) for r in readers) or program.is_output(op.out):
@@ -122,11 +160,7 @@ def _absorb_scalars(program: Program) -> int:
         pool = IndexPool()
         dims = tuple((pool.new(),) if s != 1 else () for s in x.shape)
         sizes = {g[0]: s for g, s in zip(dims, x.shape) if g}
-        fn = "mul" if op.fn == "mul" else "div"
-        import torch
-
-        epi = (EpilogueOp(fn, torch.mul if fn == "mul" else torch.div, (ACC, c)),)
-        program.ops[k] = Network(op.out, (x,), (dims,), dims, sizes, epi, origin=f"scale by {c:g}")
+        program.ops[k - 1] = Network(op.out, (x,), (dims,), dims, sizes, (step,), origin=f"scale by {c:g}")
         changed += 1
     return changed
 

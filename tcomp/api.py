@@ -112,11 +112,43 @@ def _same_value(a: Any, b: Any) -> bool:
 
 
 @dataclass
+class _StateGuard:
+    """The model's parameters and buffers the compiled program holds: still the same tensors, with the same dtype
+    and device. A parameter reassigned, or a buffer replaced (``model.double()`` or ``model.to(...)`` called on the
+    original model, not on the compiled one), invalidates the program. One dict lookup per tensor per call."""
+
+    entries: list[tuple[dict, str, torch.Tensor, torch.dtype, torch.device]]
+
+    @staticmethod
+    def of(model: nn.Module, names: list[str]) -> "_StateGuard":
+        entries = []
+        for qualname in names:
+            owner_name, _, attr = qualname.rpartition(".")
+            try:
+                owner = model.get_submodule(owner_name) if owner_name else model
+            except AttributeError:
+                continue
+            for table in (owner._parameters, owner._buffers):
+                t = table.get(attr)
+                if t is not None:
+                    entries.append((table, attr, t, t.dtype, t.device))
+                    break
+        return _StateGuard(entries)
+
+    def valid(self) -> bool:
+        return all(table.get(k) is t and t.dtype == dt and t.device == dev for table, k, t, dt, dev in self.entries)
+
+
+@dataclass
 class _Artifact:
     guard: _Guard
     report: CompileReport
     gm: fx.GraphModule | None = None     # None: run the original model eagerly
     program: Any = None
+    state: _StateGuard = field(default_factory=lambda: _StateGuard([]))
+
+    def matches(self, flat: tuple, training: bool) -> bool:
+        return self.guard.matches(flat, training) and self.state.valid()
 
 
 # -- the module ---------------------------------------------------------------------------------------------------
@@ -147,8 +179,9 @@ class CompiledModule(nn.Module):
     def forward(self, *args, **kwargs):
         flat = self.flat_args(args, kwargs)
         training = self._orig_mod.training
-        art = next((a for a in self._tcomp_artifacts if a.guard.matches(flat, training)), None)
+        art = next((a for a in self._tcomp_artifacts if a.matches(flat, training)), None)
         if art is None:
+            self._tcomp_artifacts[:] = [a for a in self._tcomp_artifacts if a.state.valid()]
             art = self._compile(flat)
         if art.gm is None:
             return self._orig_mod(*args, **kwargs)
@@ -301,7 +334,8 @@ def build(model: nn.Module, flat: tuple, signature: inspect.Signature, opts: Opt
         notes=list(cap.notes), passes=result.reports, snapshots=result.snapshots,
         flops_before=result.reports[0].flops_before if result.reports else 0,
         flops_after=result.reports[-1].flops_after if result.reports else 0, timings=timings, backend=opts.backend)
-    return _Artifact(_Guard.of(flat, model.training, batch_dims), report, gm, result.program)
+    state = _StateGuard.of(model, list(program.constants))
+    return _Artifact(_Guard.of(flat, model.training, batch_dims), report, gm, result.program, state)
 
 
 def rebuild_call(signature: inspect.Signature, flat: tuple) -> tuple[tuple, dict]:
@@ -411,7 +445,9 @@ def _compiled_function(fn: Callable, opts: Options) -> Callable:
         def forward(self, *args, **kwargs):
             return fn(*args, **kwargs)
 
-    FunctionModule.forward.__signature__ = inspect.signature(fn)
+    sig = inspect.signature(fn)
+    self_param = inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    FunctionModule.forward.__signature__ = sig.replace(parameters=[self_param, *sig.parameters.values()])
     compiled = CompiledModule(FunctionModule(), opts, name=getattr(fn, "__name__", "function"))
 
     @functools.wraps(fn)

@@ -12,6 +12,8 @@ a new shape (a guard, never a silent wrong answer).
 """
 from __future__ import annotations
 
+import contextlib
+import logging
 import traceback
 from dataclasses import dataclass, field
 from typing import Any
@@ -97,8 +99,21 @@ def _with_fixed_arguments(model: torch.nn.Module, call: Any) -> torch.nn.Module:
 
 
 def _export(model: torch.nn.Module, example_inputs: tuple) -> fx.GraphModule:
+    """torch.export's graph as a plain GraphModule: positional tensor inputs, the model's own output structure.
+
+    ``ExportedProgram.module()`` flattens inputs and outputs with pytree code generation; tcomp's inputs are
+    already a flat tuple of tensors, so only the output structure is put back into the output node.
+    """
     ep = torch.export.export(model, tuple(example_inputs), strict=False)
-    return ep.module()
+    gm = ep.module()
+    codegen = gm.graph._codegen
+    out_spec = getattr(getattr(codegen, "pytree_info", None), "out_spec", None)
+    if out_spec is not None:
+        out_node = next(n for n in gm.graph.nodes if n.op == "output")
+        out_node.args = (pytree.tree_unflatten(list(out_node.args[0]), out_spec),)
+        gm.graph._codegen = fx.graph.CodeGen()
+        gm.recompile()
+    return gm
 
 
 def _describe_trace_error(err: BaseException) -> str:
@@ -147,15 +162,32 @@ class _TensorMeta:
 def _propagate(gm: fx.GraphModule, inputs: tuple, fake: bool) -> dict[str, Any]:
     rec = _Recorder(gm)
     if fake:
-        from torch._subclasses.fake_tensor import FakeTensorMode
+        # a failure is expected and handled (a real run follows); keep torch's fake-tensor logger quiet about it
+        with _quiet("torch._subclasses.fake_tensor"):
+            return _propagate_fake(rec, inputs)
+    with torch.no_grad():
+        rec.run(*inputs)
+    return rec.results
 
-        with FakeTensorMode(allow_non_fake_inputs=True) as mode:
-            fake_inputs = pytree.tree_map(lambda t: mode.from_tensor(t) if isinstance(t, torch.Tensor) else t, inputs)
-            with torch.no_grad():
-                rec.run(*fake_inputs)
-    else:
+
+@contextlib.contextmanager
+def _quiet(logger_name: str):
+    logger = logging.getLogger(logger_name)
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def _propagate_fake(rec: _Recorder, inputs: tuple) -> dict[str, Any]:
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    with FakeTensorMode(allow_non_fake_inputs=True) as mode:
+        fake_inputs = pytree.tree_map(lambda t: mode.from_tensor(t) if isinstance(t, torch.Tensor) else t, inputs)
         with torch.no_grad():
-            rec.run(*inputs)
+            rec.run(*fake_inputs)
     return rec.results
 
 
@@ -171,7 +203,8 @@ def _with_batch(inputs: tuple, positions: list[int], batch: int) -> tuple:
 
 def _record_shapes(cap: Captured) -> None:
     gm, inputs = cap.gm, cap.example_inputs
-    tensors = [(k, t) for k, t in enumerate(inputs) if isinstance(t, torch.Tensor) and t.dim() > 0]
+    tensors = [(k, t) for k, t in enumerate(inputs)
+               if isinstance(t, torch.Tensor) and t.dim() > 0 and not isinstance(t, torch.nn.Parameter)]
     base = _propagate_any(gm, inputs)
     runs: list[tuple[int, dict]] = []
     batch = tensors[0][1].shape[0] if tensors else None

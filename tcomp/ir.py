@@ -108,6 +108,7 @@ class Network:
     epilogue: tuple[EpilogueOp, ...] = ()
     plan: Any = None
     origin: str = ""
+    hint: tuple[tuple[int, int], ...] | None = None  # a contraction tree worth considering (e.g. the pre-fusion one)
 
     def __post_init__(self):
         _check_network(self)

@@ -1,0 +1,234 @@
+"""tcomp.compile: fallbacks and clear errors, guards and recompilation, state dicts, gradients, decorators,
+the torch.compile backend, verification."""
+import io
+import warnings
+
+import pytest
+import torch
+import torch.nn as nn
+
+import tcomp
+from tcomp.ir import Network
+from tcomp.passmanager import Pass, PassReport
+
+
+class MLP(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc1 = nn.Linear(16, 32)
+        self.fc2 = nn.Linear(32, 32, bias=False)
+        self.fc3 = nn.Linear(32, 4)
+
+    def forward(self, x):
+        return self.fc3(self.fc2(torch.relu(self.fc1(x))))
+
+
+class DataDependent(nn.Module):
+    """Python control flow on tensor values: neither torch.fx nor torch.export can capture it."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+
+    def forward(self, x):
+        if x.sum() > 0:
+            return self.fc(x)
+        return -x
+
+
+class ShapeDependent(nn.Module):
+    """Control flow on a shape: torch.fx fails, torch.export specialises it."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+
+    def forward(self, x):
+        if x.shape[0] > 2:
+            return self.fc(x) * 2
+        return self.fc(x)
+
+
+def test_untraceable_model_runs_eagerly_with_one_warning():
+    m = DataDependent().eval()
+    x = torch.randn(3, 4).abs()
+    with pytest.warns(tcomp.TcompWarning, match="cannot compile DataDependent") as record:
+        c = tcomp.compile(m, x)
+    assert len(record) == 1
+    assert "torch.fx failed" in c.report.fallback_reason and "torch.export failed" in c.report.fallback_reason
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        torch.testing.assert_close(c(x), m(x))
+        torch.testing.assert_close(c(-x), m(-x))
+    assert c.report.status == "eager fallback"
+
+
+def test_strict_raises_a_capture_error_naming_the_construct():
+    with pytest.raises(tcomp.CaptureError) as err:
+        tcomp.compile(DataDependent().eval(), torch.randn(3, 4), strict=True)
+    msg = str(err.value)
+    assert "if x.sum() > 0" in msg  # the offending line of the user's code
+
+
+def test_shape_dependent_control_flow_uses_torch_export():
+    m = ShapeDependent().eval()
+    x = torch.randn(3, 4)
+    c = tcomp.compile(m, x, strict=True)
+    assert c.report.capture == "export" and not c.report.batch_symbolic
+    assert any(isinstance(op, Network) for op in c.program.ops)
+    torch.testing.assert_close(c(x), m(x))
+    y = torch.randn(2, 4)  # another shape: a guarded recompile, not a wrong answer
+    torch.testing.assert_close(c(y), m(y))
+    assert len(c._tcomp_artifacts) == 2
+
+
+def test_batch_size_changes_without_recompiling_when_symbolic():
+    m = MLP().eval()
+    c = tcomp.compile(m, torch.randn(8, 16))
+    assert c.report.batch_symbolic
+    for b in (1, 3, 64):
+        x = torch.randn(b, 16)
+        torch.testing.assert_close(c(x), m(x))
+    assert len(c._tcomp_artifacts) == 1
+
+
+def test_dtype_and_mode_changes_recompile():
+    m = MLP().eval()
+    c = tcomp.compile(m, torch.randn(8, 16))
+    x = torch.randn(4, 16, dtype=torch.float64)
+    m.double()
+    c(x)
+    assert len(c._tcomp_artifacts) >= 1 and c(x).dtype == torch.float64
+    torch.testing.assert_close(c(x), m(x))
+    c.train()
+    assert m.training
+    n_before = len(c._tcomp_artifacts)
+    c(x)
+    assert len(c._tcomp_artifacts) == n_before + 1
+
+
+def test_state_dict_keys_and_round_trip():
+    m = MLP().eval()
+    c = tcomp.compile(m, torch.randn(2, 16))
+    assert list(c.state_dict()) == list(m.state_dict())
+    buf = io.BytesIO()
+    torch.save(c.state_dict(), buf)
+    other = MLP().eval()
+    c2 = tcomp.compile(other, torch.randn(2, 16))
+    x = torch.randn(5, 16)
+    before = c2(x).clone()
+    buf.seek(0)
+    c2.load_state_dict(torch.load(buf))
+    torch.testing.assert_close(c2(x), m(x))  # folded constants follow the loaded weights
+    assert not torch.allclose(before, c2(x))
+
+
+def test_gradients_equal_eager_including_folded_weights():
+    m = MLP().eval()
+    x = torch.randn(6, 16)
+    c = tcomp.compile(m, x)
+    assert "fold_0" in c.code  # fc2 and fc3 meet with no activation between them
+    ref = torch.autograd.grad(m(x).pow(2).sum(), list(m.parameters()))
+    out = torch.autograd.grad(c(x).pow(2).sum(), list(m.parameters()))
+    for a, b in zip(out, ref):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_training_a_compiled_module_matches_eager_training():
+    torch.manual_seed(0)
+    m1, m2 = MLP(), MLP()
+    m2.load_state_dict(m1.state_dict())
+    c = tcomp.compile(m2)
+    opt1 = torch.optim.SGD(m1.parameters(), lr=0.1)
+    opt2 = torch.optim.SGD(c.parameters(), lr=0.1)
+    for _ in range(3):
+        x = torch.randn(8, 16)
+        for model, opt in ((m1, opt1), (c, opt2)):
+            opt.zero_grad()
+            model(x).square().mean().backward()
+            opt.step()
+    for a, b in zip(m1.parameters(), m2.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_decorator_on_class_and_function():
+    @tcomp.compile
+    class Net(nn.Module):
+        def __init__(self, d):
+            super().__init__()
+            self.fc = nn.Linear(d, 3)
+
+        def forward(self, x):
+            return self.fc(x).relu()
+
+    net = Net(5)
+    assert isinstance(net, tcomp.CompiledModule)
+    x = torch.randn(2, 5)
+    torch.testing.assert_close(net(x), net._orig_mod(x))
+
+    @tcomp.compile(strict=True)
+    def contract(a, b, scale=2.0):
+        return torch.einsum("ij,jk->ik", a, b) * scale
+
+    a, b = torch.randn(3, 4), torch.randn(4, 5)
+    torch.testing.assert_close(contract(a, b), a @ b * 2.0)
+    torch.testing.assert_close(contract(a, b, scale=3.0), a @ b * 3.0)  # a new value of a non-tensor argument
+
+
+def test_torch_compile_backend_is_registered():
+    m = MLP().eval()
+    f = torch.compile(m, backend="tcomp")
+    for b in (3, 5):
+        x = torch.randn(b, 16)
+        torch.testing.assert_close(f(x), m(x))
+
+
+def test_verify_names_the_pass_that_breaks_equality(monkeypatch):
+    from tcomp import passes
+
+    def corrupt(program, ctx):
+        new = program.copy()
+        for k, op in enumerate(new.ops):
+            if isinstance(op, Network):
+                new.ops[k] = op.replace(epilogue=op.epilogue[:-1])  # drop a bias add
+                break
+        return new, PassReport("corrupt", changed=True)
+
+    real = passes.pipeline
+    monkeypatch.setattr(passes, "pipeline", lambda: real() + [Pass("corrupt", corrupt)])
+    with pytest.raises(tcomp.VerificationError, match="pass 'corrupt'"):
+        tcomp.compile(MLP().eval(), torch.randn(4, 16), verify=True, strict=True)
+    # without verify nothing checks, and with verify and only good passes it compiles
+    tcomp.compile(MLP().eval(), torch.randn(4, 16), verify=True, strict=True, passes={"corrupt": False})
+
+
+def test_bad_options_and_unavailable_passes_say_so():
+    with pytest.raises(ValueError, match="kernels"):
+        tcomp.compile(MLP(), kernels="cuda")
+    with pytest.raises(ValueError, match="unknown pass"):
+        tcomp.compile(MLP(), torch.randn(2, 16), passes=["no_such_pass"], strict=True)
+
+
+def test_report_is_json_serialisable_and_explains():
+    import json
+
+    c = tcomp.compile(MLP().eval(), torch.randn(4, 16))
+    d = json.loads(json.dumps(c.report.to_dict()))
+    assert [p["name"] for p in d["passes"]] == ["fuse_networks", "contraction_order"]
+    assert d["flops_after_at_example"] <= d["flops_before_at_example"]
+    text = c.explain()
+    assert "fuse_networks" in text and "program MLP" in text
+
+
+def test_runtime_failure_falls_back_to_eager(monkeypatch):
+    m = MLP().eval()
+    x = torch.randn(3, 16)
+    c = tcomp.compile(m, x)
+
+    def broken(*args):
+        raise RuntimeError("simulated kernel failure")
+
+    monkeypatch.setattr(c._tcomp_artifacts[0], "gm", broken)
+    with pytest.warns(tcomp.TcompWarning, match="simulated kernel failure"):
+        out = c(x)
+    torch.testing.assert_close(out, m(x))

@@ -1,0 +1,125 @@
+"""Lowering: which constructs become Networks (and relabels), Pointwise ops or Calls; each compiled result
+equal to eager, forward and backward."""
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+import tcomp
+from tcomp.ir import Call, Network, Pointwise
+
+
+class Fn(nn.Module):
+    def __init__(self, fn, *params):
+        super().__init__()
+        self.fn = fn
+        self.ps = nn.ParameterList(nn.Parameter(p) for p in params)
+
+    def forward(self, *xs):
+        return self.fn(*xs, *self.ps)
+
+
+def _lowered(model, inputs):
+    """The lowered program (before any pass), and the compiled module with all exact passes."""
+    lowered = tcomp.compile(model, inputs, passes=[], strict=True).program
+    compiled = tcomp.compile(model, inputs, strict=True)
+    return lowered, compiled
+
+
+def _kinds(program):
+    return [type(op).__name__ for op in program.ops]
+
+
+r = torch.randn
+CASES = {
+    # name: (module, inputs, expected op kinds of the lowered program)
+    "linear-2d": (nn.Linear(6, 5), (r(4, 6),), ["Network"]),
+    "linear-3d": (nn.Linear(6, 5), (r(2, 3, 6),), ["Network"]),
+    "F.linear": (Fn(lambda x, w: F.linear(x, w), r(5, 6)), (r(4, 6),), ["Network"]),
+    "addmm": (Fn(lambda x, b, w: torch.addmm(b, x, w), r(5), r(6, 5)), (r(4, 6),), ["Network"]),
+    "matmul-vec-vec": (Fn(lambda x, w: x @ w, r(6)), (r(6),), ["Network"]),
+    "matmul-mat-vec": (Fn(lambda x, w: torch.matmul(x, w), r(6)), (r(4, 6),), ["Network"]),
+    "matmul-vec-mat": (Fn(lambda x, w: torch.matmul(w, x), r(6)), (r(6, 3),), ["Network"]),
+    "matmul-broadcast": (Fn(lambda x, w: x @ w, r(1, 6, 5)), (r(3, 2, 4, 6),), ["Network"]),
+    "mm": (Fn(lambda x, w: torch.mm(x, w), r(6, 5)), (r(4, 6),), ["Network"]),
+    "bmm": (Fn(lambda x, y: torch.bmm(x, y)), (r(3, 4, 6), r(3, 6, 2)), ["Network"]),
+    "einsum": (Fn(lambda x, w, v: torch.einsum("bij,jk,kl->bil", x, w, v), r(5, 7), r(7, 3)), (r(2, 4, 5),),
+               ["Network"]),
+    "einsum-ellipsis": (Fn(lambda x, w: torch.einsum("...i,ij->...j", x, w), r(5, 3)), (r(2, 4, 5),),
+                        ["Network"]),
+    "broadcast-mul-sum": (Fn(lambda x, w: (x.unsqueeze(2) * w.unsqueeze(0)).sum(1), r(5, 3)), (r(4, 5),),
+                          ["Network", "Network", "Network", "Network"]),
+    "transpose-permute-reshape": (
+        Fn(lambda x: x.transpose(1, 2).permute(2, 0, 1).reshape(8, -1).flatten().unflatten(0, (3, 16)).T),
+        (r(2, 4, 6),), ["Network"] * 6),
+    "view-squeeze-unsqueeze": (Fn(lambda x: x.view(2, 1, 24).squeeze(1).unsqueeze(0).squeeze(0).t()),
+                               (r(2, 4, 6),), ["Network"] * 5),
+    "conv1x1": (nn.Conv2d(4, 6, 1), (r(2, 4, 5, 5),), ["Network", "Network"]),
+    "conv1x1-functional": (Fn(lambda x, w: F.conv2d(x, w), r(6, 4, 1, 1)), (r(2, 4, 5, 5),), ["Network"]),
+    "pointwise": (Fn(lambda x: F.gelu(torch.tanh(x) + 1.0) * 2.0 - x.sigmoid()), (r(3, 4),),
+                  ["Pointwise"] * 6),
+    "conv3x3-is-a-call": (nn.Conv2d(3, 4, 3), (r(1, 3, 6, 6),), ["Call"]),
+    "softmax-is-a-call": (Fn(lambda x: x.softmax(-1)), (r(3, 4),), ["Call"]),
+}
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_lowering_and_equality(name):
+    torch.manual_seed(0)
+    model, inputs, kinds = CASES[name]
+    model.eval()
+    lowered, compiled = _lowered(model, inputs)
+    assert _kinds(lowered) == kinds
+    ref = model(*inputs)
+    out = compiled(*inputs)
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+    params = [p for p in model.parameters()]
+    if params and ref.requires_grad:
+        g_ref = torch.autograd.grad(ref.square().sum(), params)
+        g_out = torch.autograd.grad(compiled(*inputs).square().sum(), params)
+        for a, b in zip(g_out, g_ref):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_fused_network_across_relabels():
+    """A reshape/transpose chain between two contractions disappears into one network."""
+    model = Fn(lambda x, w1, w2: (x @ w1).reshape(4, 2, 3).transpose(1, 2).reshape(4, 6) @ w2, r(5, 6), r(6, 2))
+    x = r(4, 5)
+    c = tcomp.compile(model, x, strict=True)
+    nets = [op for op in c.program.ops if isinstance(op, Network)]
+    assert len(nets) == 1 and len(nets[0].operands) == 3
+    torch.testing.assert_close(c(x), model(x))
+
+
+def test_multi_reader_intermediate_stays_materialised():
+    model = Fn(lambda x, w: (x @ w) + (x @ w).relu() @ torch.ones(6, 6), r(5, 6))
+    x = r(4, 5)
+    c = tcomp.compile(model, x, strict=True)
+    torch.testing.assert_close(c(x), model(x))
+
+
+def test_two_linears_without_activation_fold_their_weights():
+    model = nn.Sequential(nn.Linear(64, 64, bias=False), nn.Linear(64, 4)).eval()
+    x = r(8, 64)
+    c = tcomp.compile(model, x, strict=True)
+    net = [op for op in c.program.ops if isinstance(op, Network)]
+    assert len(net) == 1 and len(net[0].plan.folded_ids) == 1
+    assert "fold_0" in c.code
+    torch.testing.assert_close(c(x), model(x), rtol=1e-5, atol=1e-5)
+
+
+def test_scalar_scaling_is_absorbed():
+    model = Fn(lambda x, w: ((x * 0.5) @ w) / 4.0, r(5, 6))
+    x = r(4, 5)
+    c = tcomp.compile(model, x, strict=True)
+    assert not any(isinstance(op, Pointwise) for op in c.program.ops)
+    torch.testing.assert_close(c(x), model(x))
+
+
+def test_unsupported_ops_are_calls():
+    model = Fn(lambda x: torch.cumsum(x, 1).flip(0))
+    x = r(3, 4)
+    lowered, compiled = _lowered(model, (x,))
+    assert [op.target_name for op in lowered.ops] == ["torch.cumsum", ".flip"]
+    assert all(isinstance(op, Call) for op in lowered.ops)
+    torch.testing.assert_close(compiled(x), model(x))
