@@ -171,14 +171,12 @@ class _Emitter:
         return self.graph.call_function(torch.einsum, (net.equation(), *ops))
 
     def _planned(self, net: Network, plan: ContractionPlan) -> tuple[fx.Node, tuple[str, ...]]:
-        terms: dict[int, tuple[fx.Node, tuple[str, ...]]] = {}
         n = len(net.operands)
-        consumers = {s.lhs: s for s in plan.steps} | {s.rhs: s for s in plan.steps}
-        folded_tops = {s.out_id for s in plan.steps if s.folded and not
-                       (s.out_id in consumers and consumers[s.out_id].folded)}
-        only_folded = _leaves_only_under_folds(plan, n)
+        packed = {s.lhs for s in plan.steps if s.pack_lhs} | {s.rhs for s in plan.steps if s.pack_rhs}
+        once = _leaves_only_under_folds(plan, n) | packed
+        terms: dict[int, tuple[fx.Node, tuple[str, ...]]] = {}
         for p in plan.preps:
-            if p.term in only_folded:
+            if p.term in once:
                 continue
             node = self._operand(net, p.term)
             flat = net.flat_operand_indices()[p.term]
@@ -186,15 +184,28 @@ class _Emitter:
                 node = self.graph.call_method("sum", (node, tuple(flat.index(i) for i in p.sum_out)))
             terms[p.term] = (node, p.indices)
         for s in plan.steps:
-            if s.out_id in folded_tops:
-                terms[s.out_id] = (self._fold(net, plan, s), s.out)
-            elif s.folded:
-                continue
-            elif s.kind == "gemm":
-                terms[s.out_id] = (self._gemm(net, s, terms, last=s is plan.steps[-1]), s.out)
+            if s.folded:
+                continue  # contracted once, by the FoldedConstant its consumer asks for
+            if s.kind == "gemm":
+                lhs = self._term(net, plan, terms, s.lhs, s.batch + s.m + s.k if s.pack_lhs else None)
+                rhs = self._term(net, plan, terms, s.rhs, s.batch + s.k + s.n if s.pack_rhs else None)
+                terms[s.out_id] = (self._gemm(net, s, lhs, rhs, last=s is plan.steps[-1]), s.out)
             else:
-                terms[s.out_id] = (self._mul(net, s, terms), s.out)
-        return terms[plan.result]
+                lhs = self._term(net, plan, terms, s.lhs, None)
+                rhs = self._term(net, plan, terms, s.rhs, None)
+                terms[s.out_id] = (self._mul(net, s, lhs, rhs), s.out)
+        return self._term(net, plan, terms, plan.result, None)
+
+    def _term(self, net: Network, plan: ContractionPlan, terms, tid: int, order: tuple[str, ...] | None):
+        """A term's node and index order. Folded sub-trees and packed constants are materialised once by a
+        FoldedConstant, directly in the order the consuming GEMM wants (``order``)."""
+        if tid in terms:
+            return terms[tid]
+        n = len(net.operands)
+        if order is None:
+            order = plan.steps[tid - n].out if tid >= n else net.flat_operand_indices()[tid]
+        leaves = sorted(_subtree_leaves(plan, tid, n))
+        return self._fold(net, leaves, order), tuple(order)
 
     def _matrix(self, node: fx.Node, order: tuple[str, ...], groups: list[tuple[str, ...]],
                 sizes: dict[str, Size]) -> fx.Node:
@@ -204,9 +215,9 @@ class _Emitter:
         node = self.permute(node, order, target)
         return self.reshape(node, [sizes[i] for i in target], [prod(sizes[i] for i in g) for g in groups])
 
-    def _gemm(self, net: Network, s: PairStep, terms, last: bool) -> fx.Node:
+    def _gemm(self, net: Network, s: PairStep, lhs, rhs, last: bool) -> fx.Node:
         sz = net.sizes
-        (ln, lorder), (rn, rorder) = terms[s.lhs], terms[s.rhs]
+        (ln, lorder), (rn, rorder) = lhs, rhs
         lead = [s.batch] if s.batch else []
         a = self._matrix(ln, lorder, lead + [s.m, s.k], sz)
         b = self._matrix(rn, rorder, lead + [s.k, s.n], sz)
@@ -219,19 +230,18 @@ class _Emitter:
         out_groups = lead + [s.m, s.n]
         return self.reshape(out, [prod(sz[i] for i in g) for g in out_groups], [sz[i] for i in s.out])
 
-    def _mul(self, net: Network, s: PairStep, terms) -> fx.Node:
+    def _mul(self, net: Network, s: PairStep, lhs, rhs) -> fx.Node:
         sz = net.sizes
         parts = []
-        for node, order in (terms[s.lhs], terms[s.rhs]):
+        for node, order in (lhs, rhs):
             present = [i for i in s.out if i in order]
             node = self.permute(node, order, tuple(present))
             parts.append(self.reshape(node, [sz[i] for i in present], [sz[i] if i in order else 1 for i in s.out]))
         return self.graph.call_function(torch.mul, tuple(parts))
 
-    def _fold(self, net: Network, plan: ContractionPlan, top: PairStep) -> fx.Node:
-        leaves = sorted(_subtree_leaves(plan, top.out_id, len(net.operands)))
+    def _fold(self, net: Network, leaves: list[int], order: tuple[str, ...]) -> fx.Node:
         flat = net.flat_operand_indices()
-        eq = ",".join("".join(flat[k]) for k in leaves) + "->" + "".join(top.out)
+        eq = ",".join("".join(flat[k]) for k in leaves) + "->" + "".join(order)
         shapes = [tuple(int(net.sizes[i]) for i in flat[k]) for k in leaves]
         name = f"tcomp.fold_{self._folds}"
         self._folds += 1

@@ -60,10 +60,12 @@ class PairStep:
     k: tuple[str, ...]
     n: tuple[str, ...]
     out: tuple[str, ...]       # the result's index order
-    copy_lhs: bool
+    copy_lhs: bool             # the lowering copies this operand on every call
     copy_rhs: bool
     cost: Cost
     folded: bool = False
+    pack_lhs: bool = False     # a constant operand laid out once for this GEMM (when its fold is cached)
+    pack_rhs: bool = False
 
 
 @dataclass
@@ -94,7 +96,10 @@ class ContractionPlan:
                 roles = ""
                 op = "mul"
             copies = [n for n, c in (("lhs", s.copy_lhs), ("rhs", s.copy_rhs)) if c]
+            packed = [n for n, c in (("lhs", s.pack_lhs), ("rhs", s.pack_rhs)) if c]
             note = f"copies {'+'.join(copies)}" if copies else "no copy"
+            if packed:
+                note += f" ({'+'.join(packed)} laid out once)"
             folded = ", folded once" if s.folded else ""
             lines.append(f"{names[s.out_id]} = {op}({lhs}, {rhs}) {roles} -> {''.join(s.out)}   "
                          f"{s.cost.flops_str()} flop, {note}{folded}")
@@ -230,48 +235,118 @@ def plan_network(net: Network, pairs: list[tuple[int, int]], *, batch: int | Non
                  fold_constants: bool = False, training: bool = False, method: str = "") -> ContractionPlan:
     """Lower a contraction tree (pairs of term ids: operands are 0..n-1, step s creates term n+s) to a plan with
     every step's layout chosen and costs attached."""
-    num = decision_sizes(net, batch)
-    kept, summed = prepare(net)
-    n = len(net.operands)
-    terms: dict[int, Term] = {}
-    preps = []
-    total = Cost()
-    elt = dtype_bytes(net.out.dtype)
-    db = max(batch or 2, 2)
-    for k in range(n):
-        t = operand_term(net, k, num, batch)
-        if summed[k]:
-            size = prod(net.sizes[i] for i in t.indices)
-            total = total + Cost(flops=size, bytes=as_size(size * elt), launches=1)
-            t = contiguous_term(kept[k], num, t.const)
-        preps.append(Prep(k, kept[k], summed[k]))
-        terms[k] = t
-    remaining_use = _future_indices(pairs, kept, net.flat_out_indices, n)
-    steps: list[PairStep] = []
-    folded: set[int] = set()
-    out_order = net.flat_out_indices
-    for s, (a, b) in enumerate(pairs):
-        out_id = n + s
-        later = remaining_use[s]
-        next_step = _consumer(pairs, out_id, n)
-        step = _best_step(net, terms, a, b, out_id, later, num, elt, db,
-                          target=out_order if s == len(pairs) - 1 else None,
-                          lookahead=(pairs, next_step, remaining_use, n) if next_step is not None else None)
-        is_folded = fold_constants and terms[a].const and terms[b].const
-        if is_folded:
-            folded.add(out_id)
-            step = PairStep(**{**step.__dict__, "folded": True})
-            charge = step.cost.scaled(2) if training else Cost()
+    return _Planner(net, batch, fold_constants, training).plan(pairs, method)
+
+
+class _Planner:
+    """Chooses every step's layout for one Network and prices it (see the module docstring)."""
+
+    def __init__(self, net: Network, batch: int | None, fold_constants: bool, training: bool):
+        self.net = net
+        self.batch = batch
+        self.num = decision_sizes(net, batch)
+        self.db = max(batch or 2, 2)
+        self.elt = dtype_bytes(net.out.dtype)
+        self.fold = fold_constants
+        self.training = training
+        self.machine = machine_model()
+
+    def plan(self, pairs: list[tuple[int, int]], method: str) -> ContractionPlan:
+        net, num, elt = self.net, self.num, self.elt
+        kept, summed = prepare(net)
+        n = len(net.operands)
+        terms: dict[int, Term] = {}
+        preps = []
+        total = Cost()
+        for k in range(n):
+            t = operand_term(net, k, num, self.batch)
+            if summed[k]:
+                size = prod(net.sizes[i] for i in t.indices)
+                total = total + Cost(flops=size, bytes=as_size(size * elt), launches=1)
+                t = contiguous_term(kept[k], num, t.const)
+            preps.append(Prep(k, kept[k], summed[k]))
+            terms[k] = t
+        remaining_use = _future_indices(pairs, kept, net.flat_out_indices, n)
+        steps: list[PairStep] = []
+        folded: set[int] = set()
+        for s, (a, b) in enumerate(pairs):
+            out_id = n + s
+            next_step = _consumer(pairs, out_id, n)
+            step = self.best_step(terms, a, b, out_id, remaining_use[s],
+                                  target=net.flat_out_indices if s == len(pairs) - 1 else None,
+                                  lookahead=(pairs, next_step, remaining_use, n) if next_step is not None else None)
+            if self.fold and terms[a].const and terms[b].const:
+                folded.add(out_id)
+                step = PairStep(**{**step.__dict__, "folded": True})
+                charge = step.cost.scaled(2) if self.training else Cost()
+            else:
+                charge = step.cost
+            total = total + charge
+            steps.append(step)
+            terms[out_id] = contiguous_term(step.out, num, terms[a].const and terms[b].const)
+        result = n + len(pairs) - 1 if pairs else 0
+        final = terms[result].indices
+        total = total + _final_cost(net, terms[result], num, elt)
+        total = total + _epilogue_cost(net, steps, final, elt)
+        return ContractionPlan(tuple(preps), tuple(steps), result, final, total, method, frozenset(folded))
+
+    def price(self, terms: dict[int, Term], a: int, b: int, out_id: int, cand) -> PairStep:
+        """One candidate layout of the step ``a ⋆ b``. A constant operand that would need a copy is *packed*
+        instead — laid out once, when its fold is cached — and costs nothing per call in inference."""
+        net, num, elt = self.net, self.num, self.elt
+        swap, batch, m, k, nn = cand
+        lhs, rhs = (b, a) if swap else (a, b)
+        tl, tr = terms[lhs], terms[rhs]
+        sizes = net.sizes
+        bt, mm, kk, ns = (prod(sizes[i] for i in g) for g in (batch, m, k, nn))
+        out = batch + m + nn
+        if k:
+            copy_l = matrix_copy(tl, batch, m, k, num)
+            copy_r = matrix_copy(tr, batch, k, nn, num)
+            flops = as_size(2 * bt * mm * kk * ns)
+            kind = "gemm"
         else:
-            charge = step.cost
-        total = total + charge
-        steps.append(step)
-        terms[out_id] = contiguous_term(step.out, num, terms[a].const and terms[b].const)
-    result = n + len(pairs) - 1 if pairs else 0
-    final = terms[result].indices
-    total = total + _final_cost(net, terms[result], num, elt)
-    total = total + _epilogue_cost(net, steps, final, elt)
-    return ContractionPlan(tuple(preps), tuple(steps), result, final, total, method, frozenset(folded))
+            copy_l = copy_r = False
+            flops = as_size(bt * mm * ns)
+            kind = "mul"
+        pack_l = copy_l and self.fold and tl.const
+        pack_r = copy_r and self.fold and tr.const
+        numel_l = prod(sizes[i] for i in tl.indices)
+        numel_r = prod(sizes[i] for i in tr.indices)
+        numel_o = as_size(bt * mm * ns)
+        per_call_l = copy_l and (not pack_l or self.training)
+        per_call_r = copy_r and (not pack_r or self.training)
+        copy_bytes = as_size(2 * elt * ((numel_l if per_call_l else 0) + (numel_r if per_call_r else 0)))
+        cost = Cost(flops=flops, bytes=as_size(elt * (numel_l + numel_r + numel_o)), copy_bytes=copy_bytes,
+                    launches=1 + int(per_call_l) + int(per_call_r))
+        return PairStep(lhs, rhs, out_id, kind, batch, m, k, nn, out, copy_l and not pack_l,
+                        copy_r and not pack_r, cost, pack_lhs=pack_l, pack_rhs=pack_r)
+
+    def best_step(self, terms, a, b, out_id, later, target, lookahead) -> PairStep:
+        best, best_score = None, None
+        for cand in _step_candidates(terms[a], terms[b], later):
+            step = self.price(terms, a, b, out_id, cand)
+            score = step.cost.time_at(self.db, self.machine)
+            if target is not None and step.out != tuple(target):
+                score += _final_copy_time(self.net, step.out, self.num, self.elt, self.machine)
+            if lookahead is not None:
+                score += self.lookahead_time(terms, step, lookahead)
+            if best_score is None or score < best_score - 1e-15:
+                best, best_score = step, score
+        return best
+
+    def lookahead_time(self, terms, step, lookahead) -> float:
+        """The cheapest price of the step that consumes ``step``'s result, if its other input is already known."""
+        pairs, s_next, remaining_use, n = lookahead
+        a, b = pairs[s_next]
+        other = b if a == step.out_id else a
+        if other not in terms:
+            return 0.0
+        trial = dict(terms)
+        trial[step.out_id] = contiguous_term(step.out, self.num, terms[step.lhs].const and terms[step.rhs].const)
+        later = remaining_use[s_next]
+        return min(self.price(trial, a, b, n + s_next, c).cost.time_at(self.db, self.machine)
+                   for c in _step_candidates(trial[a], trial[b], later))
 
 
 def _future_indices(pairs, kept, out, n) -> list[set[str]]:
@@ -300,7 +375,7 @@ def _consumer(pairs, term_id: int, n: int) -> int | None:
 
 
 def _step_candidates(ta: Term, tb: Term, later: set[str]):
-    """(lhs, rhs, batch, m, k, n) choices worth pricing for one pairwise contraction."""
+    """(swap, batch, m, k, n) layouts worth pricing for one pairwise contraction."""
     sa, sb = set(ta.indices), set(tb.indices)
     shared = sa & sb
     batch_set = {i for i in shared if i in later}
@@ -312,60 +387,6 @@ def _step_candidates(ta: Term, tb: Term, later: set[str]):
         for border in dict.fromkeys((_ordered(batch_set, tl.indices), _ordered(batch_set, tr.indices))):
             for korder in dict.fromkeys((_ordered(k_set, tl.indices), _ordered(k_set, tr.indices))):
                 yield swap, border, _ordered(ml, tl.indices), korder, _ordered(nr, tr.indices)
-
-
-def _price_step(net, terms, a, b, out_id, later, num, elt, cand) -> PairStep:
-    swap, batch, m, k, nn = cand
-    lhs, rhs = (b, a) if swap else (a, b)
-    tl, tr = terms[lhs], terms[rhs]
-    sizes = net.sizes
-    bt, mm, kk, ns = (prod(sizes[i] for i in g) for g in (batch, m, k, nn))
-    out = batch + m + nn
-    if k:
-        copy_l = matrix_copy(tl, batch, m, k, num)
-        copy_r = matrix_copy(tr, batch, k, nn, num)
-        flops = as_size(2 * bt * mm * kk * ns)
-        kind = "gemm"
-    else:
-        copy_l = copy_r = False
-        flops = as_size(bt * mm * ns)
-        kind = "mul"
-    numel_l = prod(sizes[i] for i in tl.indices)
-    numel_r = prod(sizes[i] for i in tr.indices)
-    numel_o = as_size(bt * mm * ns)
-    copy_bytes = as_size(2 * elt * ((numel_l if copy_l else 0) + (numel_r if copy_r else 0)))
-    cost = Cost(flops=flops, bytes=as_size(elt * (numel_l + numel_r + numel_o)), copy_bytes=copy_bytes,
-                launches=1 + int(copy_l) + int(copy_r))
-    return PairStep(lhs, rhs, out_id, kind, batch, m, k, nn, out, copy_l, copy_r, cost)
-
-
-def _best_step(net, terms, a, b, out_id, later, num, elt, db, target, lookahead) -> PairStep:
-    machine = machine_model()
-    best, best_score = None, None
-    for cand in _step_candidates(terms[a], terms[b], later):
-        step = _price_step(net, terms, a, b, out_id, later, num, elt, cand)
-        score = step.cost.time_at(db, machine)
-        if target is not None and step.out != tuple(target):
-            score += _final_copy_time(net, step.out, num, elt, machine)
-        if lookahead is not None:
-            score += _lookahead_time(net, terms, step, num, elt, db, lookahead, machine)
-        if best_score is None or score < best_score - 1e-15:
-            best, best_score = step, score
-    return best
-
-
-def _lookahead_time(net, terms, step, num, elt, db, lookahead, machine) -> float:
-    """The cheapest price of the step that consumes ``step``'s result, if its other input is already known."""
-    pairs, s_next, remaining_use, n = lookahead
-    a, b = pairs[s_next]
-    other = b if a == step.out_id else a
-    if other not in terms:
-        return 0.0
-    trial = dict(terms)
-    trial[step.out_id] = contiguous_term(step.out, num, False)
-    later = remaining_use[s_next]
-    return min(_price_step(net, trial, a, b, n + s_next, later, num, elt, c).cost.time_at(db, machine)
-               for c in _step_candidates(trial[a], trial[b], later))
 
 
 def _final_copy_time(net, order, num, elt, machine) -> float:

@@ -36,32 +36,54 @@ def einsum_networks(draw):
         shapes.append(tuple(1 if broadcast and draw(st.integers(0, 5)) == 0 else sizes[c] for c in t))
     if repeat:
         shapes[-1] = shapes[0]
-    return f"{','.join(terms)}->{out}", shapes, repeat
+    weights = [draw(st.booleans()) for _ in terms]  # operands held by the module (constants: folded/packed)
+    if repeat:
+        weights[-1] = weights[0]
+    if all(weights):
+        weights[draw(st.integers(0, len(terms) - 1))] = False
+    return f"{','.join(terms)}->{out}", shapes, repeat, weights
 
 
 class Einsum(torch.nn.Module):
-    def __init__(self, eq):
+    """``einsum(eq, *operands)`` where the operands marked as weights are parameters of the module."""
+
+    def __init__(self, eq, weights: dict[int, torch.Tensor], n: int):
         super().__init__()
         self.eq = eq
+        self.n = n
+        self.w = torch.nn.ParameterDict({str(k): torch.nn.Parameter(v) for k, v in weights.items()})
 
-    def forward(self, *ops):
+    def forward(self, *inputs):
+        it = iter(inputs)
+        ops = [self.w[str(k)] if str(k) in self.w else next(it) for k in range(self.n)]
         return torch.einsum(self.eq, *ops)
 
 
 @settings(max_examples=300)
 @given(einsum_networks(), st.integers(0, 2 ** 16))
 def test_random_networks_match_einsum(net, seed):
-    eq, shapes, repeat = net
+    eq, shapes, repeat, weights = net
     g = torch.Generator().manual_seed(seed)
     ops = [torch.randn(s, generator=g, dtype=torch.float64) for s in shapes]
     if repeat:
         ops[-1] = ops[0]
-    ref = torch.einsum(eq, *ops)
-    model = Einsum(eq)
-    compiled = tcomp.compile(model, tuple(ops), strict=True)
-    out = compiled(*ops)
+    model = Einsum(eq, {k: ops[k] for k in range(len(ops)) if weights[k] and not (repeat and k == len(ops) - 1)},
+                   len(ops))
+    if repeat and weights[0]:
+        model.w[str(len(ops) - 1)] = model.w["0"]  # the same parameter twice
+    inputs = tuple(o for k, o in enumerate(ops) if str(k) not in model.w)
+    model.eval()
+    ref = model(*inputs)
+    compiled = tcomp.compile(model, inputs, strict=True)
+    out = compiled(*inputs)
     assert out.shape == ref.shape
     torch.testing.assert_close(out, ref, rtol=1e-9, atol=1e-9)
+    if model.w and seed % 4 == 0:  # gradients through folded and packed weights
+        params = list(model.parameters())
+        g_ref = torch.autograd.grad((ref * ref).sum(), params)
+        g_out = torch.autograd.grad((compiled(*inputs) ** 2).sum(), params)
+        for a, b in zip(g_out, g_ref):
+            torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9)
     for op in compiled.program.ops:
         if isinstance(op, Network) and op.plan is not None:
             auto = plan_network(op, default_pairs(op, "auto"), batch=compiled.program.example_batch,
