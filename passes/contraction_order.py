@@ -114,7 +114,8 @@ def run(program: Program, ctx: PassContext) -> tuple[Program, PassReport]:
     t0 = time.perf_counter()
     planned = folded = copies = 0
     methods: dict[str, int] = {}
-    for k, op in enumerate(list(new.ops)):
+    for k in range(len(new.ops)):
+        op = new.ops[k]  # read afresh: replace_uses below rewrites later ops
         if not isinstance(op, Network):
             continue
         plan = best_plan(op, ctx, new.example_batch)

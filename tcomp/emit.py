@@ -210,10 +210,17 @@ class _Emitter:
     def _matrix(self, node: fx.Node, order: tuple[str, ...], groups: list[tuple[str, ...]],
                 sizes: dict[str, Size]) -> fx.Node:
         """``node`` permuted to the groups' index order and reshaped to one dim per group (a view where the
-        plan found the layout allows it)."""
+        plan found the layout allows it). A group index the term does not have is broadcast (``expand``)."""
         target = tuple(i for g in groups for i in g)
-        node = self.permute(node, order, target)
+        present = tuple(i for i in target if i in order)
+        node = self.permute(node, order, present)
+        if present != target:
+            node = self.reshape(node, [sizes[i] for i in present], [sizes[i] if i in order else 1 for i in target])
+            node = self.graph.call_method("expand", (node, *[self._size(sizes[i]) for i in target]))
         return self.reshape(node, [sizes[i] for i in target], [prod(sizes[i] for i in g) for g in groups])
+
+    def _size(self, s: Size):
+        return s if isinstance(s, int) else self._sym(s)
 
     def _gemm(self, net: Network, s: PairStep, lhs, rhs, last: bool) -> fx.Node:
         sz = net.sizes

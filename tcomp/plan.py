@@ -142,9 +142,10 @@ def operand_term(net: Network, k: int, num: dict[str, int], batch: int | None) -
 
 
 def _merged(term: Term, group: tuple[str, ...], num: dict[str, int]) -> tuple[int, int] | None:
-    """(size, stride) of the group's indices merged into one dim, or None when that needs a copy."""
+    """(size, stride) of the group's indices merged into one dim, or None when that needs a copy. An index the
+    term does not have is a broadcast (stride 0) dimension."""
     pos = {i: p for p, i in enumerate(term.indices)}
-    dims = [(num[i], term.strides[pos[i]]) for i in group if num[i] != 1]
+    dims = [(num[i], term.strides[pos[i]] if i in pos else 0) for i in group if num[i] != 1]
     if not dims:
         return 1, 1
     for (s0, st0), (s1, st1) in zip(dims, dims[1:]):
@@ -375,7 +376,12 @@ def _consumer(pairs, term_id: int, n: int) -> int | None:
 
 
 def _step_candidates(ta: Term, tb: Term, later: set[str]):
-    """(swap, batch, m, k, n) layouts worth pricing for one pairwise contraction."""
+    """(swap, batch, m, k, n) layouts worth pricing for one pairwise contraction.
+
+    Besides the plain classification, the outermost free index of either operand may be *promoted* to a batch
+    index, the other operand broadcast along it (a stride-0 dimension): a batched GEMM over it then reads an
+    operand whose free indices are not adjacent in memory without copying it (e.g. a Linear applied to a
+    transposed activation: ``x[b,t,c]·W[d,t]`` as ``bmm`` over b with W broadcast)."""
     sa, sb = set(ta.indices), set(tb.indices)
     shared = sa & sb
     batch_set = {i for i in shared if i in later}
@@ -386,7 +392,12 @@ def _step_candidates(ta: Term, tb: Term, later: set[str]):
         (tl, ml), (tr, nr) = ((tb, n_set), (ta, m_set)) if swap else ((ta, m_set), (tb, n_set))
         for border in dict.fromkeys((_ordered(batch_set, tl.indices), _ordered(batch_set, tr.indices))):
             for korder in dict.fromkeys((_ordered(k_set, tl.indices), _ordered(k_set, tr.indices))):
-                yield swap, border, _ordered(ml, tl.indices), korder, _ordered(nr, tr.indices)
+                mo, no = _ordered(ml, tl.indices), _ordered(nr, tr.indices)
+                yield swap, border, mo, korder, no
+                if korder and len(mo) > 1:
+                    yield swap, (mo[0],) + border, mo[1:], korder, no
+                if korder and len(no) > 1:
+                    yield swap, (no[0],) + border, mo, korder, no[1:]
 
 
 def _final_copy_time(net, order, num, elt, machine) -> float:
