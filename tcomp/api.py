@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import os
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -31,7 +32,13 @@ from .passmanager import PassContext, run_pipeline, select_passes
 from .report import CompileReport
 
 KERNEL_CHOICES = ("auto", "torch", "triton")
-BACKENDS = ("eager",)
+BACKENDS = ("auto", "eager", "inductor")
+
+
+def _default_backend() -> str:
+    """``auto`` unless ``TCOMP_DEFAULT_BACKEND`` says otherwise (the test suite sets ``eager`` to skip Inductor's
+    cold compiles)."""
+    return os.environ.get("TCOMP_DEFAULT_BACKEND", "auto")
 
 
 class TcompWarning(UserWarning):
@@ -51,7 +58,7 @@ class Options:
     strict: bool = False
     verify: bool = False
     passes: Any = None
-    backend: str = "eager"
+    backend: str = field(default_factory=_default_backend)
     progress: bool = False
 
     def validate(self) -> None:
@@ -146,6 +153,7 @@ class _Artifact:
     gm: fx.GraphModule | None = None     # None: run the original model eagerly
     program: Any = None
     state: _StateGuard = field(default_factory=lambda: _StateGuard([]))
+    runner: Any = None                   # what a call runs: gm, or an Inductor runner (tcomp.inductor)
 
     def matches(self, flat: tuple, training: bool) -> bool:
         return self.guard.matches(flat, training) and self.state.valid()
@@ -186,12 +194,12 @@ class CompiledModule(nn.Module):
         if art.gm is None:
             return self._orig_mod(*args, **kwargs)
         try:
-            return art.gm(*[a for a in flat if isinstance(a, torch.Tensor)])
+            return (art.runner or art.gm)(*[a for a in flat if isinstance(a, torch.Tensor)])
         except Exception as err:  # noqa: BLE001 - never crash where eager would not
             if self._tcomp_options.strict:
                 raise
             result = self._orig_mod(*args, **kwargs)
-            art.gm = None
+            art.gm = art.runner = None
             art.report.status = "eager fallback"
             art.report.fallback_reason = f"compiled code raised {type(err).__name__}: {err}"
             warnings.warn(f"tcomp: the compiled {self._tcomp_name} raised {type(err).__name__}: {err}; "
@@ -326,16 +334,45 @@ def build(model: nn.Module, flat: tuple, signature: inspect.Signature, opts: Opt
     result = run_pipeline(program, selected, ctx, check=check)
     timings["passes"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    gm = emit(result.program, _submodules(cap.gm))
+    modules = _submodules(cap.gm)
+    gm = emit(result.program, modules)
     timings["emit"] = time.perf_counter() - t0
+    runner, backend_notes = _backend(opts.backend, result.program, modules, gm, example, timings)
     batch_dims = {(tensor_positions[p], d) for p, d in cap.batch_inputs}
     report = CompileReport(
         name, capture=cap.method, batch_symbolic=bool(cap.batch_inputs), example_batch=cap.example_batch,
         notes=list(cap.notes), passes=result.reports, snapshots=result.snapshots,
         flops_before=result.reports[0].flops_before if result.reports else 0,
-        flops_after=result.reports[-1].flops_after if result.reports else 0, timings=timings, backend=opts.backend)
+        flops_after=result.reports[-1].flops_after if result.reports else 0, timings=timings,
+        backend="inductor" if runner is not gm else "eager")
+    report.notes += backend_notes
     state = _StateGuard.of(model, list(program.constants))
-    return _Artifact(_Guard.of(flat, model.training, batch_dims), report, gm, result.program, state)
+    return _Artifact(_Guard.of(flat, model.training, batch_dims), report, gm, result.program, state, runner)
+
+
+def _backend(choice: str, program, modules, gm: fx.GraphModule, example: tuple, timings: dict):
+    """The runner for ``choice``: the emitted module itself ("eager"), Inductor on it ("inductor"), or whichever
+    of the two is faster on the example inputs ("auto"). Returns (runner, notes for the report)."""
+    if choice == "eager":
+        return gm, []
+    from .inductor import compile_with_inductor, median_time
+
+    t0 = time.perf_counter()
+    try:
+        runner = compile_with_inductor(emit(program, modules, fold_buffers=True), gm, example)
+    except Exception as err:  # noqa: BLE001 - Inductor unavailable or failing: keep the eager backend
+        if choice == "inductor":
+            raise
+        return gm, [f"backend auto: Inductor failed ({type(err).__name__}: {str(err).splitlines()[0][:200]}); "
+                    f"using the eager backend"]
+    finally:
+        timings["inductor"] = time.perf_counter() - t0
+    if choice == "inductor":
+        return runner, []
+    t_eager, t_ind = median_time(gm, example), median_time(runner, example)
+    note = (f"backend auto: eager {t_eager * 1e3:.3f} ms, inductor {t_ind * 1e3:.3f} ms per call on the example "
+            f"inputs; using {'inductor' if t_ind < t_eager else 'eager'}")
+    return (runner if t_ind < t_eager else gm), [note]
 
 
 def rebuild_call(signature: inspect.Signature, flat: tuple) -> tuple[tuple, dict]:

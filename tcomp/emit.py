@@ -25,15 +25,24 @@ from .runtime import FoldedConstant
 from .symbolic import B, Size, prod
 
 
-def emit(program: Program, modules: dict[str, nn.Module]) -> fx.GraphModule:
-    """Build the GraphModule. ``modules`` maps the qualified names of submodules that Calls reference."""
-    e = _Emitter(program, modules)
-    return e.run()
+def emit(program: Program, modules: dict[str, nn.Module], fold_buffers: bool = False) -> fx.GraphModule:
+    """Build the GraphModule. ``modules`` maps the qualified names of submodules that Calls reference.
+
+    With ``fold_buffers`` a folded constant is read from a buffer (``tcomp.fold_N_value``) instead of calling its
+    FoldedConstant, so that a graph compiler sees a plain tensor; the caller refreshes the buffers before each
+    call (see :mod:`tcomp.inductor`) from ``gm.tcomp_folds``: (FoldedConstant, parameters, buffer) triples.
+    """
+    e = _Emitter(program, modules, fold_buffers)
+    gm = e.run()
+    gm.tcomp_folds = e.fold_buffers
+    return gm
 
 
 class _Emitter:
-    def __init__(self, program: Program, modules: dict[str, nn.Module]):
+    def __init__(self, program: Program, modules: dict[str, nn.Module], fold_buffers: bool = False):
         self.p = program
+        self.use_fold_buffers = fold_buffers
+        self.fold_buffers: list[tuple[FoldedConstant, list[torch.Tensor], torch.Tensor]] = []
         self.graph = fx.Graph()
         self.env: dict[int, fx.Node] = {}
         self.attrs: dict[str, Any] = {}
@@ -202,8 +211,9 @@ class _Emitter:
         if tid in terms:
             return terms[tid]
         n = len(net.operands)
-        if order is None:
-            order = plan.steps[tid - n].out if tid >= n else net.flat_operand_indices()[tid]
+        own = plan.steps[tid - n].out if tid >= n else plan.preps[tid].indices
+        # the GEMM's order may include an index the term lacks (broadcast along it): _matrix expands that later
+        order = own if order is None else tuple(i for i in order if i in own)
         leaves = sorted(_subtree_leaves(plan, tid, n))
         return self._fold(net, leaves, order), tuple(order)
 
@@ -252,7 +262,15 @@ class _Emitter:
         shapes = [tuple(int(net.sizes[i]) for i in flat[k]) for k in leaves]
         name = f"tcomp.fold_{self._folds}"
         self._folds += 1
-        self.attrs[name] = FoldedConstant(eq, shapes)
+        fold = FoldedConstant(eq, shapes)
+        self.attrs[name] = fold
+        if self.use_fold_buffers:
+            params = [net.operands[k].data for k in leaves]
+            with torch.no_grad():
+                value = fold(*params).clone()
+            self.attrs[f"{name}_value"] = value
+            self.fold_buffers.append((fold, params, value))
+            return self.graph.get_attr(f"{name}_value")
         return self.graph.call_module(name, tuple(self.node(net.operands[k]) for k in leaves))
 
 

@@ -15,4 +15,7 @@ settings.register_profile("dev", deadline=None, max_examples=20, suppress_health
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
+# The default backend "auto" measures eager against Inductor (a cold compile of 5-40 s per model); tests that
+# are about the backends ask for them explicitly.
+os.environ.setdefault("TCOMP_DEFAULT_BACKEND", "eager")
 warnings.filterwarnings("ignore", message=".*TypedStorage is deprecated.*")

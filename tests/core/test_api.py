@@ -228,7 +228,7 @@ def test_runtime_failure_falls_back_to_eager(monkeypatch):
     def broken(*args):
         raise RuntimeError("simulated kernel failure")
 
-    monkeypatch.setattr(c._tcomp_artifacts[0], "gm", broken)
+    monkeypatch.setattr(c._tcomp_artifacts[0], "runner", broken)
     with pytest.warns(tcomp.TcompWarning, match="simulated kernel failure"):
         out = c(x)
     torch.testing.assert_close(out, m(x))
