@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from tcomp.passmanager import Pass
 
-from . import contraction_order, fuse_networks
+from . import contraction_order, fuse_networks, precision, select, structured, tucker
 
 
 def pipeline() -> list[Pass]:
     """All passes, in the order they run."""
-    return [fuse_networks.PASS, contraction_order.PASS]
+    return [fuse_networks.PASS, structured.PASS, precision.PASS, tucker.PASS, select.PASS, contraction_order.PASS]

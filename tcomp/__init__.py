@@ -5,8 +5,9 @@ returns an ordinary ``nn.Module``. See README.md and docs/.
 """
 from .api import CompiledModule, OptionNotAvailableError, TcompWarning, compile
 from .capture import CaptureError
+from .heal import HealConfig
 from .passmanager import VerificationError
 
 __version__ = "0.1.0"
-__all__ = ["compile", "CompiledModule", "CaptureError", "TcompWarning", "OptionNotAvailableError",
+__all__ = ["compile", "CompiledModule", "CaptureError", "HealConfig", "TcompWarning", "OptionNotAvailableError",
            "VerificationError", "__version__"]

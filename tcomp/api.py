@@ -24,7 +24,10 @@ import torch
 import torch.fx as fx
 import torch.nn as nn
 
+from .calibration import Calibration
 from .capture import CaptureError, capture
+from .heal import HealConfig
+from .metrics import get_metric
 from .emit import emit
 from .lower import lower
 from .numerics import compare
@@ -53,6 +56,10 @@ class OptionNotAvailableError(ValueError):
 class Options:
     tolerance: float | None = None
     calibration: Any = None
+    metric: Any = "relative_l2"
+    target_speedup: float | None = None
+    heal: Any = None
+    structures: tuple | None = None
     memory_budget: float | int | None = None
     kernels: str = "auto"
     strict: bool = False
@@ -61,16 +68,30 @@ class Options:
     backend: str = field(default_factory=_default_backend)
     progress: bool = False
 
+    @property
+    def approximate(self) -> bool:
+        return self.tolerance is not None or self.target_speedup is not None
+
     def validate(self) -> None:
         if self.kernels not in KERNEL_CHOICES:
             raise ValueError(f"kernels={self.kernels!r}: choose one of {KERNEL_CHOICES}")
         if self.backend not in BACKENDS:
             raise ValueError(f"backend={self.backend!r}: choose one of {BACKENDS}")
-        for name in ("tolerance", "calibration", "memory_budget"):
-            if getattr(self, name) is not None:
-                raise OptionNotAvailableError(
-                    f"{name}= needs a pass that is not in this version of tcomp yet "
-                    f"({'approximate passes' if name != 'memory_budget' else 'rematerialization'})")
+        if self.memory_budget is not None:
+            raise OptionNotAvailableError("memory_budget= needs the rematerialize pass, not in this version yet")
+        if self.approximate:
+            if self.calibration is None:
+                raise ValueError("tolerance= / target_speedup= need calibration= (an iterable of at least 2 input "
+                                 "batches: the error is measured on them, the last quarter held out)")
+            if self.tolerance is not None and not self.tolerance > 0:
+                raise ValueError(f"tolerance must be positive, got {self.tolerance!r}")
+            if self.target_speedup is not None and not self.target_speedup > 1:
+                raise ValueError(f"target_speedup must be above 1, got {self.target_speedup!r}")
+            from .metrics import get_metric
+
+            get_metric(self.metric)
+        elif self.heal is not None:
+            raise ValueError("heal= needs tolerance= or target_speedup= (there is nothing to heal otherwise)")
         if self.kernels == "triton":
             raise OptionNotAvailableError("kernels='triton' needs the triton_codegen pass, not in this version yet")
 
@@ -223,7 +244,19 @@ class CompiledModule(nn.Module):
             report = CompileReport(self._tcomp_name, status="eager fallback", fallback_reason=reason)
             art = _Artifact(_Guard.of(flat, self._orig_mod.training, set()), report)
         self._tcomp_artifacts.insert(0, art)
+        self._register_new_parameters(art)
         return art
+
+    def _register_new_parameters(self, art: "_Artifact") -> None:
+        """Parameters a pass introduced (structured factors, their biases) belong to this module: they appear in
+        ``parameters()`` (so they train) and in ``state_dict()`` as ``tcomp_params.<name>``."""
+        if art.program is None:
+            return
+        for name, v in art.program.constants.items():
+            if name.startswith("tcomp.") and isinstance(v.data, nn.Parameter):
+                if not hasattr(self, "tcomp_params"):
+                    self.tcomp_params = nn.ParameterDict()
+                self.tcomp_params[name[len("tcomp."):]] = v.data
 
     # -- what users look at ------------------------------------------------------------------------------------
     def _latest(self) -> _Artifact:
@@ -328,7 +361,12 @@ def build(model: nn.Module, flat: tuple, signature: inspect.Signature, opts: Opt
     program = lower(cap, name)
     timings["lower"] = time.perf_counter() - t0
     ctx = PassContext(example_inputs=example, training=model.training, options=vars(opts).copy(), model=model)
-    selected = select_passes(passes_pkg.pipeline(), opts.passes)
+    if opts.approximate:
+        t0 = time.perf_counter()
+        ctx.options["calibration_data"] = Calibration.split(model, opts.calibration, get_metric(opts.metric))
+        ctx.options["heal"] = HealConfig() if opts.heal is True else opts.heal or None
+        timings["calibration"] = time.perf_counter() - t0
+    selected = select_passes(passes_pkg.pipeline(), opts.passes, approximate=opts.approximate)
     check = _verifier(model, flat, example, cap) if opts.verify else None
     t0 = time.perf_counter()
     result = run_pipeline(program, selected, ctx, check=check)
@@ -435,17 +473,23 @@ def _verifier(model: nn.Module, flat: tuple, example: tuple, cap) -> Callable:
 # -- the entry point -----------------------------------------------------------------------------------------------
 
 def compile(model: Any = None, example_inputs: Any = None, *, tolerance: float | None = None,
-            calibration: Any = None, memory_budget: float | int | None = None, kernels: str = "auto",
-            strict: bool = False, verify: bool = False, passes: Any = None, backend: str = "eager",
-            progress: bool = False):
+            calibration: Any = None, metric: Any = "relative_l2", target_speedup: float | None = None,
+            heal: Any = None, structures: tuple | None = None, memory_budget: float | int | None = None,
+            kernels: str = "auto", strict: bool = False, verify: bool = False, passes: Any = None,
+            backend: str | None = None, progress: bool = False):
     """Compile ``model`` (an ``nn.Module``, a module class or a function) with tcomp.
 
-    Returns a :class:`CompiledModule` (or, for a class, a subclass whose instances are compiled; for a function, a
+    Returns a :class:`CompiledModule` (or, for a class, a factory of compiled instances; for a function, a
     function). With ``example_inputs`` (a tensor or a tuple) compilation happens now; otherwise on the first call.
     Used without arguments it is a decorator: ``@tcomp.compile`` or ``@tcomp.compile(verify=True)``.
+
+    Approximate compilation: ``tolerance=0.02, calibration=batches`` (``metric`` "relative_l2", "cosine" or a
+    callable), or ``target_speedup=1.5``; ``heal=True`` or a :class:`tcomp.HealConfig` distils the factors;
+    ``structures`` the structured methods to try (default ``("asvd", "monarch", "btt")``). See docs/passes/select.md.
     """
-    opts = Options(tolerance=tolerance, calibration=calibration, memory_budget=memory_budget, kernels=kernels,
-                   strict=strict, verify=verify, passes=passes, backend=backend, progress=progress)
+    opts = Options(tolerance=tolerance, calibration=calibration, metric=metric, target_speedup=target_speedup,
+                   heal=heal, structures=structures, memory_budget=memory_budget, kernels=kernels, strict=strict,
+                   verify=verify, passes=passes, backend=backend or _default_backend(), progress=progress)
     opts.validate()
     if model is None:
         return functools.partial(_compile_object, example_inputs=example_inputs, opts=opts)

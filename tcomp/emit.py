@@ -11,6 +11,7 @@ factors, folded constants) live under the ``tcomp`` prefix.
 """
 from __future__ import annotations
 
+import functools
 import operator
 from typing import Any
 
@@ -21,7 +22,7 @@ import torch.utils._pytree as pytree
 
 from .ir import ACC, Call, Network, Pointwise, Program, Value
 from .plan import ContractionPlan, PairStep, fused_bias
-from .runtime import FoldedConstant
+from .runtime import CachedFunction, Compose, FoldedConstant
 from .symbolic import B, Size, prod
 
 
@@ -35,6 +36,7 @@ def emit(program: Program, modules: dict[str, nn.Module], fold_buffers: bool = F
     e = _Emitter(program, modules, fold_buffers)
     gm = e.run()
     gm.tcomp_folds = e.fold_buffers
+    gm.tcomp_nodes = {name: node.name for name, node in e.named_nodes.items()}
     return gm
 
 
@@ -49,10 +51,14 @@ class _Emitter:
         self.modules = modules
         self._batch_node: fx.Node | None = None
         self._folds = 0
+        self._casts: dict[tuple[str, torch.dtype], fx.Node] = {}
 
     def run(self) -> fx.GraphModule:
+        self.named_nodes: dict[str, fx.Node] = {}  # value name -> the node that holds it (for calibration)
+        self._named: set[fx.Node] = set()           # nodes that already carry an op's name
         for v in self.p.inputs:
             self.env[id(v)] = self.graph.placeholder(v.name)
+            self.named_nodes[v.name] = self.env[id(v)]
         for op in self.p.ops:
             if isinstance(op, Network):
                 node = self._network(op)
@@ -60,9 +66,11 @@ class _Emitter:
                 node = self.graph.call_function(op.target, self._args(op.args), self._args(op.kwargs))
             else:
                 node = self._call(op)
-            if node.op != "placeholder" and node.op != "get_attr" and node not in self.env.values():
+            if node.op != "placeholder" and node.op != "get_attr" and node not in self._named:
                 node._rename(op.out.name)
+            self._named.add(node)
             self.env[id(op.out)] = node
+            self.named_nodes[op.out.name] = node
         outs = pytree.tree_map(self._output_arg, self.p.output)
         self.graph.output(outs)
         self.graph.lint()
@@ -163,14 +171,30 @@ class _Emitter:
         for k, e in enumerate(net.epilogue):
             if k == 0 and net.plan is not None and fused_bias(net, net.plan.steps, net.plan.final):
                 continue
-            args = tuple(node if a is ACC else a for a in self._args(e.args))
+            args = tuple(node if a is ACC else (self.value_in(a, net.compute_dtype) if isinstance(a, Value) else a)
+                         for a in e.args)
             node = self.graph.call_function(e.target, args, self._args(e.kwargs))
         return node
 
     def _operand(self, net: Network, k: int) -> fx.Node:
         v = net.operands[k]
         ix = net.flat_operand_indices()[k]
-        return self.reshape(self.node(v), list(v.shape), [net.sizes[i] for i in ix])
+        return self.reshape(self.value_in(v, net.compute_dtype), list(v.shape), [net.sizes[i] for i in ix])
+
+    def value_in(self, v: Value, dtype: torch.dtype | None) -> fx.Node:
+        """``v``'s node, cast to ``dtype`` when it has another: a constant through a cached cast (once per weight
+        update), an activation with ``.to`` (a no-op when it already is of that dtype)."""
+        node = self.node(v)
+        if dtype is None or v.dtype == dtype:
+            return node
+        if v.kind == "const":
+            key = (v.name, dtype)
+            if key not in self._casts:
+                name = f"tcomp.cast_{len(self._casts)}"
+                self.attrs[name] = CachedFunction(functools.partial(torch.Tensor.to, dtype=dtype))
+                self._casts[key] = self.graph.call_module(name, (node,))
+            return self._casts[key]
+        return self.graph.call_method("to", (node, dtype))
 
     def _einsum(self, net: Network) -> fx.Node:
         ops = [self._operand(net, k) for k in range(len(net.operands))]
@@ -241,7 +265,8 @@ class _Emitter:
         if s.batch:
             out = self.graph.call_function(torch.bmm, (a, b))
         elif last and fused_bias(net, net.plan.steps, net.plan.final):
-            out = self.graph.call_function(torch.addmm, (self.node(net.epilogue[0].args[1]), a, b))
+            bias = self.value_in(net.epilogue[0].args[1], net.compute_dtype)
+            out = self.graph.call_function(torch.addmm, (bias, a, b))
         else:
             out = self.graph.call_function(torch.mm, (a, b))
         out_groups = lead + [s.m, s.n]
@@ -263,6 +288,9 @@ class _Emitter:
         name = f"tcomp.fold_{self._folds}"
         self._folds += 1
         fold = FoldedConstant(eq, shapes)
+        if net.compute_dtype is not None:  # contract in the weights' precision, cache in the compute dtype
+            cast = functools.partial(torch.Tensor.to, dtype=net.compute_dtype)
+            fold = CachedFunction(Compose(cast, fold.compute, arity=len(leaves)))
         self.attrs[name] = fold
         if self.use_fold_buffers:
             params = [net.operands[k].data for k in leaves]

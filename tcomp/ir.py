@@ -109,6 +109,7 @@ class Network:
     plan: Any = None
     origin: str = ""
     hint: tuple[tuple[int, int], ...] | None = None  # a contraction tree worth considering (e.g. the pre-fusion one)
+    compute_dtype: torch.dtype | None = None  # reduced precision: operands cast to it, result of that dtype
 
     def __post_init__(self):
         _check_network(self)
@@ -221,12 +222,13 @@ class Program:
     output: Any
     batch_inputs: list[tuple[int, int]] = field(default_factory=list)
     example_batch: int | None = None
+    sites: dict = field(default_factory=dict)  # approximation sites and their options (tcomp.candidates)
 
     # -- structure -------------------------------------------------------------------------------------------
     def copy(self) -> "Program":
         """A new Program sharing ops and values (passes replace ops rather than mutate them)."""
         return dataclasses.replace(self, inputs=list(self.inputs), constants=dict(self.constants),
-                                   ops=list(self.ops))
+                                   ops=list(self.ops), sites=dict(self.sites))
 
     def output_values(self) -> list[Value]:
         return [v for v in pytree.tree_leaves(self.output) if isinstance(v, Value)]
@@ -355,6 +357,8 @@ def format_op(op: Op) -> str:
         operands = ", ".join(v.ref() for v in op.operands)
         epi = "".join(f" ; {e.format()}" for e in op.epilogue)
         kind = "relabel" if op.is_relabel and not op.epilogue else "network"
+        if op.compute_dtype is not None:
+            kind += f"[{_DTYPE_SHORT.get(op.compute_dtype, op.compute_dtype)}]"
         return f"{lhs} {kind} {op.grouped_equation()} ({operands}){epi}"
     if isinstance(op, Pointwise):
         return f"{lhs} pointwise {op.fn}({_format_args(op.args, op.kwargs)})"

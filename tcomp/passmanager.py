@@ -55,6 +55,7 @@ class PassContext:
     training: bool
     options: dict = field(default_factory=dict)
     model: torch.nn.Module | None = None
+    cache: dict = field(default_factory=dict)   # results passes share within one compilation (e.g. statistics)
 
 
 @dataclass(frozen=True)
@@ -76,15 +77,16 @@ class PipelineResult:
     snapshots: list[tuple[str, str]]  # (after which pass, printed program)
 
 
-def select_passes(all_passes: list[Pass], selection: Any) -> list[Pass]:
+def select_passes(all_passes: list[Pass], selection: Any, approximate: bool = False) -> list[Pass]:
+    """The passes to run: ``selection`` None means every exact pass (and, when approximating, every pass)."""
     names = [p.name for p in all_passes]
     if selection is None:
-        return [p for p in all_passes if p.exact]
+        return [p for p in all_passes if p.exact or approximate]
     if isinstance(selection, dict):
         unknown = set(selection) - set(names)
         if unknown:
             raise ValueError(f"unknown pass(es) {sorted(unknown)}; passes are {names}")
-        return [p for p in all_passes if selection.get(p.name, p.exact)]
+        return [p for p in all_passes if selection.get(p.name, p.exact or approximate)]
     selection = list(selection)
     unknown = set(selection) - set(names)
     if unknown:

@@ -247,7 +247,7 @@ class _Planner:
         self.batch = batch
         self.num = decision_sizes(net, batch)
         self.db = max(batch or 2, 2)
-        self.elt = dtype_bytes(net.out.dtype)
+        self.elt = dtype_bytes(net.compute_dtype or net.out.dtype)
         self.fold = fold_constants
         self.training = training
         self.machine = machine_model()

@@ -1,36 +1,81 @@
-"""Runtime pieces the emitted modules call.
+"""Runtime pieces the emitted modules call: functions of the model's parameters, computed once and cached.
 
-:class:`FoldedConstant` — weight pre-contraction. A sub-network whose operands are all constants (two Linears
-with no activation between them, a fixed coupling tensor with a weight) is contracted once and cached. The cache is
-a pure function of the parameters: it is recomputed when any of them changes (in-place updates bump a tensor's
-version counter; ``load_state_dict`` and optimizer steps both do), and when gradients are needed the cached value
-is returned through an autograd function whose backward differentiates the contraction — so the compiled module
-trains with the same gradients as eager while its forward never repeats the folding.
+:class:`CachedFunction` — ``fn(*tensors)`` where every tensor is a parameter or buffer of the model (a weight with a
+batch norm folded in, a weight laid out channels-last, a weight scaled by a constant). The cache is a pure function
+of its inputs: it is recomputed when any of them changes (in-place updates bump a tensor's version counter;
+``load_state_dict`` and optimizer steps both do), and when gradients are needed the cached value is returned
+through an autograd function whose backward differentiates ``fn`` — so the compiled module trains with the same
+gradients as eager while its forward never repeats the computation.
+
+:class:`FoldedConstant` — weight pre-contraction, the cached function ``einsum(equation, *params)``: a sub-network
+whose operands are all constants (two Linears with no activation between them, a fixed coupling tensor with a
+weight) is contracted once.
+
+:class:`Compose` builds the function of a rewrite applied to an already cached weight, so that two rewrites of one
+weight (fold a batch norm, then lay it out channels-last) make one cache of the original parameters, never a cache
+of a cache.
 """
 from __future__ import annotations
+
+import functools
+from typing import Callable
 
 import torch
 import torch.nn as nn
 
 
-class _CachedFold(torch.autograd.Function):
+class _CachedValue(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, fold: "FoldedConstant", cached: torch.Tensor, *params: torch.Tensor) -> torch.Tensor:
-        ctx.fold = fold
-        ctx.save_for_backward(*params)
+    def forward(ctx, function: "CachedFunction", cached: torch.Tensor, *inputs: torch.Tensor) -> torch.Tensor:
+        ctx.function = function
+        ctx.save_for_backward(*inputs)
         return cached.view_as(cached)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
-        params = [p.detach().requires_grad_(p.requires_grad) for p in ctx.saved_tensors]
+        inputs = [t.detach().requires_grad_(t.requires_grad) for t in ctx.saved_tensors]
         with torch.enable_grad():
-            out = ctx.fold.contract(*params)
-        wanted = [p for p in params if p.requires_grad]
+            out = ctx.function.compute(*inputs)
+        wanted = [t for t in inputs if t.requires_grad]
         grads = iter(torch.autograd.grad(out, wanted, grad, allow_unused=True)) if wanted else iter(())
-        return (None, None, *[next(grads) if p.requires_grad else None for p in params])
+        return (None, None, *[next(grads) if t.requires_grad else None for t in inputs])
 
 
-class FoldedConstant(nn.Module):
+class CachedFunction(nn.Module):
+    """``fn(*inputs)``, computed once and cached until an input changes (its storage, version, dtype or device).
+
+    ``fn`` must be a deterministic function of its tensor inputs. The cached result never aliases an input (a
+    result that shares an input's storage is cloned), so updating a parameter in place cannot change it silently.
+    """
+
+    def __init__(self, fn: Callable[..., torch.Tensor] | None = None):
+        super().__init__()
+        self.fn = fn
+        self._cache: torch.Tensor | None = None
+        self._key: tuple | None = None
+
+    def extra_repr(self) -> str:
+        return describe(self.fn)
+
+    def compute(self, *inputs: torch.Tensor) -> torch.Tensor:
+        return self.fn(*inputs)
+
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        key = tuple((t.data_ptr(), t._version, t.dtype, t.device) for t in inputs)
+        if self._cache is None or key != self._key:
+            with torch.no_grad():
+                value = self.compute(*inputs)
+                storages = {t.untyped_storage().data_ptr() for t in inputs}
+                if value.untyped_storage().data_ptr() in storages:
+                    value = value.clone()
+            self._cache = value
+            self._key = key
+        if torch.is_grad_enabled() and any(t.requires_grad for t in inputs):
+            return _CachedValue.apply(self, self._cache, *inputs)
+        return self._cache
+
+
+class FoldedConstant(CachedFunction):
     """``einsum(equation, *params)`` reshaped to ``out_shape``, computed once and cached until a parameter changes."""
 
     def __init__(self, equation: str, input_shapes: list[tuple[int, ...]], path: list | None = None):
@@ -38,8 +83,6 @@ class FoldedConstant(nn.Module):
         self.equation = equation
         self.input_shapes = [tuple(s) for s in input_shapes]
         self.path = path
-        self._cache: torch.Tensor | None = None
-        self._key: tuple | None = None
 
     def extra_repr(self) -> str:
         return f"{self.equation!r}"
@@ -48,12 +91,31 @@ class FoldedConstant(nn.Module):
         views = [p.reshape(s) for p, s in zip(params, self.input_shapes)]
         return torch.einsum(self.equation, *views)
 
-    def forward(self, *params: torch.Tensor) -> torch.Tensor:
-        key = tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in params)
-        if self._cache is None or key != self._key:
-            with torch.no_grad():
-                self._cache = self.contract(*params).contiguous()
-            self._key = key
-        if torch.is_grad_enabled() and any(p.requires_grad for p in params):
-            return _CachedFold.apply(self, self._cache, *params)
-        return self._cache
+    def compute(self, *params: torch.Tensor) -> torch.Tensor:
+        return self.contract(*params).contiguous()
+
+
+class Compose:
+    """``outer(inner(*xs[:arity]), *xs[arity:])``: a function applied to the result of another, with the outer
+    function's own extra inputs after the inner function's."""
+
+    def __init__(self, outer: Callable[..., torch.Tensor], inner: Callable[..., torch.Tensor], arity: int):
+        self.outer = outer
+        self.inner = inner
+        self.arity = arity
+
+    def __call__(self, *xs: torch.Tensor) -> torch.Tensor:
+        return self.outer(self.inner(*xs[:self.arity]), *xs[self.arity:])
+
+    def __repr__(self) -> str:
+        return f"{describe(self.outer)} ∘ {describe(self.inner)}"
+
+
+def describe(fn: Callable | None) -> str:
+    """A short readable name of a cached function: ``mul(other=0.125)``, ``fold_bn_weight(eps=1e-05) ∘ ...``."""
+    if isinstance(fn, functools.partial):
+        args = [repr(a) for a in fn.args] + [f"{k}={v!r}" for k, v in fn.keywords.items()]
+        return f"{describe(fn.func)}({', '.join(args)})"
+    if fn is None:
+        return ""
+    return getattr(fn, "__name__", None) or repr(fn)

@@ -1,0 +1,155 @@
+"""Calibration data for approximate compilation, and running a program over it with one site changed.
+
+``calibration`` (an iterable of input batches — each a tensor or a tuple of tensors) is split: the first batches
+*fit* (activation statistics for the factorizations, per-option sensitivities), the last quarter (at least one
+batch) is *held out* and only used to verify the end-to-end error of the final selection. The reference outputs are
+the original model's, in eager mode.
+
+:class:`ProgramRunner` runs an emitted program with ``torch.fx.Interpreter`` so that a single op can be observed
+(its inputs' statistics) or replaced (its output computed by an option's own module) — the end-to-end sensitivity
+of one option is the metric between the reference outputs and the outputs with that one site replaced.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable
+
+import torch
+import torch.fx as fx
+
+from .metrics import Metric
+
+
+def _as_tuple(batch: Any) -> tuple:
+    return batch if isinstance(batch, tuple) else tuple(batch) if isinstance(batch, list) else (batch,)
+
+
+@dataclass
+class Calibration:
+    fit: list[tuple]
+    held_out: list[tuple]
+    reference_fit: list = field(default_factory=list)
+    reference_held_out: list = field(default_factory=list)
+    metric: Metric | None = None
+
+    @staticmethod
+    def split(model: torch.nn.Module, batches: Iterable, metric: Metric) -> "Calibration":
+        data = [_as_tuple(b) for b in batches]
+        if len(data) < 2:
+            raise ValueError("calibration needs at least 2 input batches (one or more to fit, one held out to "
+                             f"verify the error); got {len(data)}")
+        n_held = max(1, len(data) // 4)
+        fit, held = data[:-n_held], data[-n_held:]
+        with torch.no_grad():
+            ref_fit = [model(*b) for b in fit]
+            ref_held = [model(*b) for b in held]
+        return Calibration(fit, held, ref_fit, ref_held, metric)
+
+    def error(self, run: Callable, held_out: bool = False, limit: int | None = None) -> float:
+        """The metric, averaged over batches, of ``run(*batch)`` against the reference outputs."""
+        batches = self.held_out if held_out else self.fit
+        refs = self.reference_held_out if held_out else self.reference_fit
+        n = len(batches) if limit is None else min(limit, len(batches))
+        with torch.no_grad():
+            errs = [self.metric(refs[k], run(*batches[k])) for k in range(n)]
+        return sum(errs) / len(errs)
+
+
+class ProgramRunner(fx.Interpreter):
+    """Runs an emitted GraphModule; ``observe[node] = fn(value)`` sees a node's result, ``replace[node] =
+    (fn, input_nodes)`` computes a node's result as ``fn(*inputs)`` instead."""
+
+    def __init__(self, gm: fx.GraphModule):
+        super().__init__(gm)
+        self.observe: dict[str, Callable] = {}
+        self.replace: dict[str, tuple[Callable, list[str]]] = {}
+        self._values: dict[str, Any] = {}
+
+    def run_node(self, n: fx.Node) -> Any:
+        if n.name in self.replace:
+            fn, names = self.replace[n.name]
+            out = fn(*[self._values[m] for m in names])
+        else:
+            out = super().run_node(n)
+        if n.name in self._needed:
+            self._values[n.name] = out
+        if n.name in self.observe:
+            self.observe[n.name](out)
+        return out
+
+    @property
+    def _needed(self) -> set[str]:
+        return {m for _, names in self.replace.values() for m in names}
+
+    def __call__(self, *args):
+        self._values = {}
+        try:
+            return self.run(*args)
+        finally:
+            self._values = {}
+
+
+def site_statistics(program, ctx) -> dict:
+    """Input statistics (``CalibrationStats`` of the rows entering the weight) of every linear site, from the fit
+    batches; cached in ``ctx.cache``. Empty without calibration data."""
+    if "site_stats" in ctx.cache:
+        return ctx.cache["site_stats"]
+    cal: Calibration | None = ctx.options.get("calibration_data")
+    stats: dict = {}
+    if cal is None:
+        ctx.cache["site_stats"] = stats
+        return stats
+    from tcomp.passes.factorize import CalibrationStats
+
+    from .candidates import find_sites
+    from .emit import emit
+    from .ir import Call, Network
+
+    sites = program.sites or find_sites(program)
+    gm = emit(program, {op.target: op.module for op in program.ops if isinstance(op, Call) and op.kind == "module"})
+    runner = ProgramRunner(gm)
+    producers = {op.out.name: op for op in program.ops}
+    for name, site in sites.items():
+        if site.kind != "linear":
+            continue
+        net = producers[name]
+        assert isinstance(net, Network)
+        act = net.operands[site.activation_pos]
+        rows = _rows_view(net.operand_dims[site.activation_pos], site.in_indices, net.sizes)
+        if rows is None:
+            continue
+        perm, features = rows
+        stats[name] = CalibrationStats.empty(features)
+        node = gm.tcomp_nodes[act.name]
+        prev = runner.observe.get(node)
+
+        def observe(t, s=stats[name], perm=perm, features=features, prev=prev):
+            s.update(t.detach().permute(perm).reshape(-1, features))
+            if prev is not None:
+                prev(t)
+
+        runner.observe[node] = observe
+    with torch.no_grad():
+        for batch in cal.fit:
+            runner(*batch)
+    ctx.cache["site_stats"] = stats
+    return stats
+
+
+def _rows_view(dims, in_indices: tuple[str, ...], sizes) -> tuple[list[int], int] | None:
+    """The permutation that moves the activation dims holding the weight's input indices last (in order), and the
+    number of input features; None when the input indices do not form whole, consecutive dims."""
+    ins, rest = [], []
+    for d, g in enumerate(dims):
+        if g and set(g) <= set(in_indices):
+            ins.append(d)
+        elif set(g) & set(in_indices):
+            return None
+        else:
+            rest.append(d)
+    if tuple(i for d in ins for i in dims[d]) != tuple(in_indices):
+        return None
+    features = 1
+    for i in in_indices:
+        features *= int(sizes[i])
+    return rest + ins, features

@@ -1,0 +1,129 @@
+"""Measured time of a piece of a Program: a site's ops run alone on random inputs, as tcomp would emit them.
+
+An approximation is eligible only if it is faster than the dense layer *on this device*, measured — FLOP counts
+mislead (a rank-256 factorization of a 384-wide layer halves nothing, a skinny Kronecker factor runs at a fraction
+of peak). :func:`time_ops` plans (contraction_order) and emits the ops as their own small program, runs it on
+random inputs of the site's shapes and returns the median time. Results are cached on disk by the ops' shapes,
+dtypes, structure and the thread count (``tcomp.calibrate.cache_dir()``), so the same layer shape is measured once.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from .calibrate import cache_dir
+from .ir import Call, Network, Pointwise, Program, Value
+from .symbolic import evaluate
+
+_CACHE: dict[str, float] | None = None
+
+
+def _cache_path() -> Path:
+    return cache_dir() / f"layer-times-t{torch.get_num_threads()}-{torch.__version__}.json"
+
+
+def _load() -> dict[str, float]:
+    global _CACHE
+    if _CACHE is None:
+        try:
+            _CACHE = json.loads(_cache_path().read_text())
+        except (OSError, ValueError):
+            _CACHE = {}
+    return _CACHE
+
+
+def _store(key: str, value: float) -> None:
+    cache = _load()
+    cache[key] = value
+    try:
+        path = _cache_path()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(cache))
+    except OSError:
+        pass
+
+
+def subprogram(ops: list, batch: int | None, name: str = "site") -> Program:
+    """The ops as a program of their own: values they read but do not define become inputs (or constants)."""
+    defined = {id(op.out) for op in ops}
+    inputs: list[Value] = []
+    constants: dict[str, Value] = {}
+    seen: set[int] = set()
+    for op in ops:
+        for v in op.inputs():
+            if id(v) in defined or id(v) in seen:
+                continue
+            seen.add(id(v))
+            if v.kind == "const":
+                constants[v.name] = v
+            else:
+                inputs.append(Value(v.name, v.shape, v.dtype, kind="input", stride_order=v.stride_order))
+    rename = {v.name: v for v in inputs}
+    from .ir import substitute_inputs
+
+    mapping = {}
+    for op in ops:
+        for v in op.inputs():
+            if v.name in rename and v.kind != "const":
+                mapping[id(v)] = rename[v.name]
+    new_ops = [substitute_inputs(op, mapping) for op in ops]
+    batch_inputs = [(k, 0) for k, v in enumerate(inputs) if v.shape and not isinstance(v.shape[0], int)]
+    return Program(name, inputs, constants, new_ops, new_ops[-1].out, batch_inputs=batch_inputs,
+                   example_batch=batch)
+
+
+def signature(program: Program, batch: int) -> str:
+    """A key for the cache: each op's structure and every value's concrete shape and dtype (not their names)."""
+    parts = [f"in:{[evaluate(s, batch) for s in v.shape]}:{v.dtype}:{v.stride_order}" for v in program.inputs]
+    for op in program.ops:
+        vals = [f"{[evaluate(s, batch) for s in v.shape]}:{v.dtype}" for v in op.inputs() if v.is_tensor]
+        if isinstance(op, Network):
+            head = f"net:{op.grouped_equation()}:{op.compute_dtype}:{[e.fn for e in op.epilogue]}"
+        elif isinstance(op, Pointwise):
+            head = f"pw:{op.fn}"
+        else:
+            head = f"call:{op.target_name}:{[a for a in op.args if not isinstance(a, Value)]}"
+        parts.append(head + ":" + ",".join(vals))
+    return hashlib.sha1("|".join(parts).encode()).hexdigest()
+
+
+def time_ops(ops: list, batch: int | None, *, training: bool = False, repeats: int = 9) -> float:
+    """Median seconds per call of ``ops`` planned and emitted as tcomp would, on random inputs (cached)."""
+    from tcomp.passes import contraction_order
+
+    from .emit import emit
+    from .passmanager import PassContext
+
+    b = batch or 1
+    program = subprogram(ops, batch)
+    key = signature(program, b)
+    cache = _load()
+    if key in cache:
+        return cache[key]
+    ctx = PassContext(example_inputs=(), training=training)
+    program, _ = contraction_order.run(program, ctx)
+    modules = {op.target: op.module for op in program.ops if isinstance(op, Call) and op.kind == "module"}
+    gm = emit(program, modules)
+    g = torch.Generator().manual_seed(0)
+    args = []
+    for v in program.inputs:
+        shape = [evaluate(s, b) for s in v.shape]
+        if v.dtype.is_floating_point:
+            args.append(torch.randn(shape, generator=g).to(v.dtype))
+        else:
+            args.append(torch.zeros(shape, dtype=v.dtype))
+    with torch.no_grad():
+        gm(*args)
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            gm(*args)
+            times.append(time.perf_counter() - t0)
+    t = statistics.median(times)
+    _store(key, t)
+    return t

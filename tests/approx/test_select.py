@@ -1,0 +1,104 @@
+"""Approximate compilation end to end: the selection stays within the tolerance on held-out data, a model with
+nothing worth factoring comes back unchanged, healing trains the factors, clear errors for bad options."""
+import pytest
+import torch
+import torch.nn as nn
+
+import tcomp
+from tcomp.ir import Network
+
+
+class LowRankMLP(nn.Module):
+    """Weights that are low rank plus a little noise: structure pays."""
+
+    def __init__(self, d=1024, rank=16, seed=0):
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        self.fc1, self.fc2, self.head = nn.Linear(d, d), nn.Linear(d, d), nn.Linear(d, 10)
+        with torch.no_grad():
+            for layer in (self.fc1, self.fc2):
+                layer.weight.copy_(torch.randn(d, rank, generator=g) @ torch.randn(rank, d, generator=g) / d ** 0.5
+                                   / 4 + 5e-4 * torch.randn(d, d, generator=g))
+
+    def forward(self, x):
+        return self.head(torch.relu(self.fc2(torch.relu(self.fc1(x)))))
+
+
+def _batches(n, rows, d, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randn(rows, d, generator=g) for _ in range(n)]
+
+
+def _relative(a, b):
+    return ((a - b).norm() / b.norm()).item()
+
+
+@pytest.fixture(scope="module")
+def lowrank_compiled():
+    model = LowRankMLP().eval()
+    cal = _batches(5, 512, 1024)
+    compiled = tcomp.compile(model, cal[0], tolerance=0.05, calibration=cal, structures=("asvd",))
+    return model, compiled
+
+
+def test_selection_within_tolerance_on_held_out_and_fresh_data(lowrank_compiled):
+    model, compiled = lowrank_compiled
+    select = next(p for p in compiled.report.passes if p.name == "select")
+    assert select.details["held_out_error"] <= 0.05
+    x = _batches(1, 512, 1024, seed=99)[0]
+    with torch.no_grad():
+        assert _relative(compiled(x), model(x)) <= 0.05
+    rows = {r["site"]: r for r in select.details["layers"]}
+    assert {"fc1", "fc2"} <= set(rows) <= {"fc1", "fc2", "head"}  # head has 10 outputs: too small to factor
+    for r in rows.values():  # every option the selection saw was measured faster than its dense layer
+        assert all(o["time_ms"] < r["dense_ms"] for o in r["options"])
+
+
+def test_factors_are_trainable_parameters_of_the_compiled_module(lowrank_compiled):
+    _, compiled = lowrank_compiled
+    factor_names = [n for n, _ in compiled.named_parameters() if n.startswith("tcomp_params.")]
+    approximated = [r for r in next(p for p in compiled.report.passes if p.name == "select").details["layers"]
+                    if r["chosen"] != "dense"]
+    assert len(factor_names) >= 2 * len([r for r in approximated if "rank" in r["chosen"]])
+    assert all(k.startswith("tcomp_params.") or not k.startswith("tcomp") for k in compiled.state_dict())
+
+
+def test_nothing_worth_factoring_comes_back_unchanged():
+    model = nn.Sequential(nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 4)).eval()
+    cal = _batches(4, 8, 16)
+    compiled = tcomp.compile(model, cal[0], tolerance=0.01, calibration=cal)
+    assert not any(n.startswith("tcomp.") for n in compiled.program.constants)
+    assert all(op.compute_dtype is None for op in compiled.program.ops if isinstance(op, Network))
+    x = cal[0]
+    torch.testing.assert_close(compiled(x), model(x))
+
+
+def test_heal_reduces_the_error():
+    model = LowRankMLP(d=256, rank=64, seed=3).eval()
+    cal = _batches(4, 256, 256)
+    cfg = tcomp.HealConfig(steps=60, lr=1e-3, progress=False, budget_factor=1.0)
+    compiled = tcomp.compile(model, cal[0], tolerance=0.2, calibration=cal, structures=("asvd",), heal=cfg)
+    select = next(p for p in compiled.report.passes if p.name == "select")
+    if not select.changed:
+        pytest.skip("no structured option was measured faster than dense on this machine right now")
+    curve = select.details["heal_loss"]
+    assert curve is not None
+    # the healed module still trains: gradients reach the factors
+    params = [p for n, p in compiled.named_parameters() if n.startswith("tcomp_params.")]
+    loss = compiled(cal[0]).square().mean()
+    loss.backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in params)
+
+
+def test_clear_errors_for_bad_options():
+    m = LowRankMLP(d=64)
+    with pytest.raises(ValueError, match="calibration"):
+        tcomp.compile(m, torch.randn(2, 64), tolerance=0.01)
+    with pytest.raises(ValueError, match="metric"):
+        tcomp.compile(m, torch.randn(2, 64), tolerance=0.01, calibration=_batches(3, 2, 64), metric="l7")
+    with pytest.raises(ValueError, match="heal"):
+        tcomp.compile(m, torch.randn(2, 64), heal=True)
+    with pytest.raises(ValueError, match="target_speedup"):
+        tcomp.compile(m, torch.randn(2, 64), target_speedup=0.5, calibration=_batches(3, 2, 64))
+    with pytest.raises(ValueError, match="at least 2"):
+        tcomp.compile(m, torch.randn(2, 64), tolerance=0.1, calibration=_batches(1, 2, 64), strict=True)
