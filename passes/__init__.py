@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from tcomp.passmanager import Pass
 
-from . import contraction_order, fuse_networks, precision, select, structured, tucker
+from . import contraction_order, fuse_networks, precision, select, structured, triton_codegen, tucker
 
 
 def pipeline() -> list[Pass]:
     """All passes, in the order they run."""
-    return [fuse_networks.PASS, structured.PASS, precision.PASS, tucker.PASS, select.PASS, contraction_order.PASS]
+    return [fuse_networks.PASS, structured.PASS, precision.PASS, tucker.PASS, select.PASS, contraction_order.PASS,
+            triton_codegen.PASS]

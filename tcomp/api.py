@@ -92,8 +92,6 @@ class Options:
             get_metric(self.metric)
         elif self.heal is not None:
             raise ValueError("heal= needs tolerance= or target_speedup= (there is nothing to heal otherwise)")
-        if self.kernels == "triton":
-            raise OptionNotAvailableError("kernels='triton' needs the triton_codegen pass, not in this version yet")
 
 
 # -- compiled programs ----------------------------------------------------------------------------------------------
@@ -266,10 +264,11 @@ class CompiledModule(nn.Module):
 
     @property
     def code(self) -> str:
+        """The emitted Python, followed by the source of every generated Triton kernel it calls."""
         art = self._latest()
         if art.gm is None:
             return f"# eager fallback: {art.report.fallback_reason}\n"
-        return art.gm.code
+        return art.gm.code + kernel_sources(art.gm)
 
     @property
     def graph_module(self) -> fx.GraphModule | None:
@@ -325,6 +324,20 @@ def flatten_arguments(signature: inspect.Signature, args: tuple, kwargs: dict) -
         return tuple(pos), kw
 
     return tuple(flat), names, rebuild
+
+
+def kernel_sources(gm: fx.GraphModule) -> str:
+    """The generated Triton kernels a GraphModule calls, as a commented appendix to its code."""
+    kernels = getattr(gm, "tcomp_kernels", [])
+    if not kernels:
+        return ""
+    from .kernels import kernel_source
+
+    parts = ["\n# ---- generated Triton kernels ----"]
+    for eq, signature in kernels:
+        parts.append(f"# contract_pair({eq!r}, epilogue={signature})")
+        parts.append(kernel_source(eq, epilogue=signature))
+    return "\n".join(parts) + "\n"
 
 
 def _strip_prefix(module, state_dict, prefix, local_metadata):

@@ -62,7 +62,8 @@ def cmd_inspect(args) -> int:
     except TargetError as e:
         print(f"tcomp: {e}", file=sys.stderr)
         return 2
-    compiled = tcomp.compile(target.model, target.inputs, passes=_pass_selection(args), strict=True)
+    compiled = tcomp.compile(target.model, target.inputs, passes=_pass_selection(args), strict=True,
+                             kernels="triton" if args.kernels else "auto", backend="eager")
     report = compiled.report
     code = compiled.code
     if args.format == "json":
@@ -127,6 +128,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("target", help="zoo:NAME, path/to/file.py:factory or package.module:factory")
     _add_target_options(p)
     p.add_argument("--format", choices=("text", "json"), default="text")
+    p.add_argument("--kernels", action="store_true",
+                   help="compile with kernels='triton' and show the generated kernel sources (on CPU this needs "
+                        "TRITON_INTERPRET=1)")
     p.set_defaults(func=cmd_inspect)
     p = sub.add_parser("bench", help="eager vs torch.compile vs tcomp: latency, error, compile time")
     p.add_argument("targets", nargs="*", help="targets (default: the zoo's default subset)")

@@ -20,6 +20,7 @@ import torch.fx as fx
 import torch.nn as nn
 import torch.utils._pytree as pytree
 
+from .indices import canonical_names
 from .ir import ACC, Call, Network, Pointwise, Program, Value
 from .plan import ContractionPlan, PairStep, fused_bias
 from .runtime import CachedFunction, Compose, FoldedConstant
@@ -37,6 +38,7 @@ def emit(program: Program, modules: dict[str, nn.Module], fold_buffers: bool = F
     gm = e.run()
     gm.tcomp_folds = e.fold_buffers
     gm.tcomp_nodes = {name: node.name for name, node in e.named_nodes.items()}
+    gm.tcomp_kernels = list(dict.fromkeys(e.kernels))
     return gm
 
 
@@ -52,6 +54,8 @@ class _Emitter:
         self._batch_node: fx.Node | None = None
         self._folds = 0
         self._casts: dict[tuple[str, torch.dtype], fx.Node] = {}
+        self.kernels: list[tuple[str, tuple[str, ...]]] = []  # (equation, epilogue signature) of Triton steps
+        self._epilogue_fused = False
 
     def run(self) -> fx.GraphModule:
         self.named_nodes: dict[str, fx.Node] = {}  # value name -> the node that holds it (for calibration)
@@ -158,6 +162,7 @@ class _Emitter:
 
     # -- networks --------------------------------------------------------------------------------------------------
     def _network(self, net: Network) -> fx.Node:
+        self._epilogue_fused = False
         if net.plan is None:
             node = self._einsum(net)
             order = net.flat_out_indices
@@ -169,7 +174,10 @@ class _Emitter:
         out_shape = list(net.out.shape)
         node = self.reshape(node, flat_shape, out_shape)
         for k, e in enumerate(net.epilogue):
-            if k == 0 and net.plan is not None and fused_bias(net, net.plan.steps, net.plan.final):
+            if self._epilogue_fused:
+                break
+            if k == 0 and net.plan is not None and net.kernel is None and \
+                    fused_bias(net, net.plan.steps, net.plan.final):
                 continue
             args = tuple(node if a is ACC else (self.value_in(a, net.compute_dtype) if isinstance(a, Value) else a)
                          for a in e.args)
@@ -219,7 +227,11 @@ class _Emitter:
         for s in plan.steps:
             if s.folded:
                 continue  # contracted once, by the FoldedConstant its consumer asks for
-            if s.kind == "gemm":
+            if s.kind == "gemm" and net.kernel == "triton":
+                lhs = self._term(net, plan, terms, s.lhs, None)
+                rhs = self._term(net, plan, terms, s.rhs, None)
+                terms[s.out_id] = self._kernel_step(net, s, lhs, rhs, last=s is plan.steps[-1])
+            elif s.kind == "gemm":
                 lhs = self._term(net, plan, terms, s.lhs, s.batch + s.m + s.k if s.pack_lhs else None)
                 rhs = self._term(net, plan, terms, s.rhs, s.batch + s.k + s.n if s.pack_rhs else None)
                 terms[s.out_id] = (self._gemm(net, s, lhs, rhs, last=s is plan.steps[-1]), s.out)
@@ -240,6 +252,27 @@ class _Emitter:
         order = own if order is None else tuple(i for i in order if i in own)
         leaves = sorted(_subtree_leaves(plan, tid, n))
         return self._fold(net, leaves, order), tuple(order)
+
+    def _kernel_step(self, net: Network, s: PairStep, lhs, rhs, last: bool):
+        """One pairwise step as a generated Triton kernel reading both terms in place; the last step writes the
+        output order directly and takes the epilogue when the result needs no reshape."""
+        from tcomp.kernels.dispatch import contract
+        from tcomp.passes.triton_codegen import epilogue_spec
+
+        (ln, lorder), (rn, rorder) = lhs, rhs
+        out = net.flat_out_indices if last else s.out
+        letters = canonical_names((lorder, rorder, out))  # the kernels take ASCII index letters
+        eq = ",".join("".join(letters[i] for i in ix) for ix in (lorder, rorder)) + "->" + \
+            "".join(letters[i] for i in out)
+        spec, tensors = (), []
+        if last and net.epilogue and len(net.flat_out_indices) == len(net.out_dims):
+            found = epilogue_spec(net)
+            if found is not None:
+                spec, values = found
+                tensors = [self.value_in(v, net.compute_dtype) for v in values]
+                self._epilogue_fused = True
+        self.kernels.append((eq, tuple(k if k != "act" else a for k, a in spec)))
+        return self.graph.call_function(contract, (eq, ln, rn, spec, *tensors)), tuple(out)
 
     def _matrix(self, node: fx.Node, order: tuple[str, ...], groups: list[tuple[str, ...]],
                 sizes: dict[str, Size]) -> fx.Node:

@@ -110,6 +110,7 @@ class Network:
     origin: str = ""
     hint: tuple[tuple[int, int], ...] | None = None  # a contraction tree worth considering (e.g. the pre-fusion one)
     compute_dtype: torch.dtype | None = None  # reduced precision: operands cast to it, result of that dtype
+    kernel: str | None = None                 # "triton": GEMM steps run as generated Triton kernels
 
     def __post_init__(self):
         _check_network(self)
@@ -359,6 +360,8 @@ def format_op(op: Op) -> str:
         kind = "relabel" if op.is_relabel and not op.epilogue else "network"
         if op.compute_dtype is not None:
             kind += f"[{_DTYPE_SHORT.get(op.compute_dtype, op.compute_dtype)}]"
+        if op.kernel is not None:
+            kind += f"@{op.kernel}"
         return f"{lhs} {kind} {op.grouped_equation()} ({operands}){epi}"
     if isinstance(op, Pointwise):
         return f"{lhs} pointwise {op.fn}({_format_args(op.args, op.kwargs)})"

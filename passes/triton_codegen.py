@@ -1,0 +1,86 @@
+"""triton_codegen: run contraction steps as generated Triton kernels (CUDA; the interpreter on CPU for tests).
+
+For every planned Network the pass decides whether its pairwise GEMM steps run as tcomp's generated strided
+batched-GEMM kernels (:mod:`tcomp.kernels`): each step becomes one ``contract_pair`` call over the two terms in
+whatever layout they are — the kernel folds permutations, slices and broadcasts into its pointer arithmetic, so
+none of the plan's transposition copies happen — and the Network's epilogue (bias, scaling, activation, residual
+add) is fused into the last step's kernel when the result needs no reshape. Broadcast multiplies and reductions
+stay torch calls.
+
+``kernels="auto"``: kernels for programs compiled for CUDA inputs where Triton is available, torch elsewhere;
+``"triton"``: always (on CPU that needs ``TRITON_INTERPRET=1``); ``"torch"``: never. The compiled module guards on
+the device, so a program compiled for one device never runs on another. ``CompiledModule.code`` and
+``tcomp inspect --kernels`` show the generated kernel sources.
+"""
+from __future__ import annotations
+
+import torch
+
+from tcomp.ir import ACC, Network, Program, Value
+from tcomp.passmanager import Pass, PassContext, PassReport
+
+NAME = "triton_codegen"
+_ACTIVATIONS = {"relu": "relu", "silu": "silu", "sigmoid": "sigmoid", "tanh": "tanh"}
+
+
+def wants_kernels(ctx: PassContext) -> bool:
+    from tcomp.kernels import triton_available
+
+    choice = ctx.options.get("kernels", "auto")
+    if choice == "torch":
+        return False
+    devices = {t.device for t in ctx.example_inputs if isinstance(t, torch.Tensor)}
+    device = next(iter(devices)) if len(devices) == 1 else torch.device("cpu")
+    if choice == "triton":
+        if not triton_available(device):
+            raise RuntimeError(f"kernels='triton' but Triton kernels cannot run on {device} here "
+                               f"(CUDA with triton, or TRITON_INTERPRET=1 on CPU)")
+        return True
+    return device.type == "cuda" and triton_available(device)
+
+
+def epilogue_spec(net: Network) -> tuple[tuple, list[Value]] | None:
+    """The network's epilogue as a kernel epilogue spec and its tensor operands, or None when some step has no
+    kernel equivalent (it then runs in torch after the kernel)."""
+    spec: list[tuple] = []
+    tensors: list[Value] = []
+    for e in net.epilogue:
+        args = e.args
+        if e.fn == "add" and len(args) == 2 and (args[0] is ACC) != (args[1] is ACC) and not e.kwargs:
+            other = args[1] if args[0] is ACC else args[0]
+            if not isinstance(other, Value) or not other.is_tensor:
+                return None
+            spec.append(("bias" if other.kind == "const" else "residual", len(tensors)))
+            tensors.append(other)
+        elif e.fn in ("mul", "div") and len(args) == 2 and args[0] is ACC and isinstance(args[1], (int, float)):
+            spec.append(("scale", float(args[1]) if e.fn == "mul" else 1.0 / float(args[1])))
+        elif e.fn == "gelu" and args == (ACC,):
+            spec.append(("act", "gelu_tanh" if e.kwargs.get("approximate") == "tanh" else "gelu"))
+        elif e.fn in _ACTIVATIONS and args == (ACC,) and not e.kwargs:
+            spec.append(("act", _ACTIVATIONS[e.fn]))
+        else:
+            return None
+    return tuple(spec), tensors
+
+
+def run(program: Program, ctx: PassContext) -> tuple[Program, PassReport]:
+    report = PassReport(NAME)
+    if not wants_kernels(ctx):
+        report.notes.append(f"kernels={ctx.options.get('kernels', 'auto')!r}: torch calls (no CUDA device here)")
+        return program, report
+    new = program.copy()
+    count = 0
+    for k, op in enumerate(new.ops):
+        if isinstance(op, Network) and op.plan is not None and any(s.kind == "gemm" and not s.folded
+                                                                   for s in op.plan.steps):
+            dtypes = {v.dtype for v in op.operands} | {op.compute_dtype or op.out.dtype}
+            if not dtypes <= {torch.float32, torch.float16, torch.bfloat16}:
+                continue
+            new.ops[k] = op.replace(kernel="triton")
+            count += 1
+    report.changed = count > 0
+    report.notes.append(f"{count} network(s) run their GEMM steps as generated Triton kernels")
+    return new, report
+
+
+PASS = Pass(NAME, run, exact=True, doc=__doc__.splitlines()[0])
