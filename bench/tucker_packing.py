@@ -20,8 +20,8 @@ import statistics
 import time
 
 import torch
-from torch import nn
 
+from digits import train_digits_cnn
 from tcomp.passes.factorize import greedy_packing, mode_singular_values, packing_cost, tucker, tucker_packing
 from tcomp.passes.factorize.tucker import reconstruct
 
@@ -36,31 +36,6 @@ def synthetic_tensor(shape: tuple[int, ...], decays: tuple[float, ...], seed: in
         spectrum = torch.arange(1, size + 1, dtype=torch.float64) ** -decay
         tensor = torch.tensordot(basis * spectrum, tensor, dims=([1], [mode])).movedim(0, mode)
     return tensor
-
-
-def train_digits_cnn(seed: int = 0, epochs: int = 15) -> nn.Sequential:
-    """A small CNN (1→32→64 channels, 3×3) trained on scikit-learn's 8×8 digits; ~98% test accuracy."""
-    from sklearn.datasets import load_digits
-
-    torch.manual_seed(seed)
-    digits = load_digits()
-    images = torch.tensor(digits.images, dtype=torch.float32)[:, None] / 16.0
-    labels = torch.tensor(digits.target)
-    order = torch.randperm(len(labels))
-    train, test = order[:1400], order[1400:]
-    model = nn.Sequential(nn.Conv2d(1, 32, 3, padding=1), nn.ReLU(), nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(),
-                          nn.MaxPool2d(2), nn.Flatten(), nn.Linear(64 * 16, 10))
-    optimizer = torch.optim.Adam(model.parameters(), lr=2e-3)
-    for _ in range(epochs):
-        for batch in train[torch.randperm(len(train))].split(64):
-            loss = nn.functional.cross_entropy(model(images[batch]), labels[batch])
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-    with torch.no_grad():
-        accuracy = (model(images[test]).argmax(1) == labels[test]).float().mean().item()
-    print(f"digits CNN: test accuracy {accuracy:.3f} on {len(test)} held-out images")
-    return model
 
 
 def median_seconds(call, repeats: int) -> float:
@@ -118,7 +93,7 @@ def main() -> None:
         ("synthetic 24x20x16x12", synthetic_tensor((24, 20, 16, 12), (0.3, 0.8, 1.2, 2.0), 2), [0, 1, 2, 3]),
         ("synthetic conv 128x64x3x3", synthetic_tensor((128, 64, 3, 3), (0.7, 1.4, 0.0, 0.0), 3), [0, 1]),
     ]
-    cnn = train_digits_cnn()
+    cnn, _ = train_digits_cnn()
     cases += [(f"digits CNN {name}", weight, [0, 1]) for name, weight in cnn.state_dict().items()
               if weight.dim() == 4 and weight.shape[1] > 1]
     if args.weights:

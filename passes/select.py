@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import torch
 from ortools.sat.python import cp_model
 
-from tcomp.calibration import Calibration, ProgramRunner
+from tcomp.calibration import Calibration, ProgramRunner, remembered
 from tcomp.candidates import (Option, Site, apply_conv, apply_structure, conv_factor_values, factor_values,
                               propagate_dtypes, with_dtype)
 from tcomp.emit import emit
@@ -111,17 +111,21 @@ def measure(program: Program, ctx: PassContext, cal: Calibration) -> tuple[dict[
         dense[name] = time_ops([op], batch, training=ctx.training)
         rows = []
         for option in site.options:
-            try:
-                ops, _ = site_replacement(op, site, option)
-                t = time_ops(ops, batch, training=ctx.training)
-            except ValueError:
-                continue
-            if t >= dense[name] * 0.97:
-                continue  # not faster here: never worth its error
-            fn, names = _isolated_module(ops, batch, op.out.dtype)
-            runner.replace = {gm.tcomp_nodes[name]: (fn, [gm.tcomp_nodes[n] for n in names])}
-            err = cal.error(runner, limit=limit)
-            rows.append(Measured(option, t, err, cal.metric.additive(err)))
+            def time_and_error(op=op, site=site, option=option, name=name):
+                try:
+                    ops, _ = site_replacement(op, site, option)
+                    t = time_ops(ops, batch, training=ctx.training)
+                except ValueError:
+                    return None
+                if t >= dense[name] * 0.97:
+                    return None  # not faster here: never worth its error
+                fn, names = _isolated_module(ops, batch, op.out.dtype)
+                runner.replace = {gm.tcomp_nodes[name]: (fn, [gm.tcomp_nodes[n] for n in names])}
+                return t, cal.error(runner, limit=limit)
+
+            found = remembered(ctx, NAME, name, option.name, batch, ctx.training, compute=time_and_error)
+            if found is not None:
+                rows.append(Measured(option, found[0], found[1], cal.metric.additive(found[1])))
         runner.replace = {}
         measured[name] = rows
     return dense, measured

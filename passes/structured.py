@@ -20,7 +20,7 @@ import math
 
 import torch
 
-from tcomp.calibration import site_statistics
+from tcomp.calibration import remembered, site_statistics
 from tcomp.candidates import Option, find_sites
 from tcomp.ir import Program
 from tcomp.passmanager import Pass, PassContext, PassReport
@@ -111,7 +111,8 @@ def run(program: Program, ctx: PassContext) -> tuple[Program, PassReport]:
     for name, site in sites.items():
         if site.kind != "linear" or site.weight.data is None:
             continue
-        options = propose(site.weight.data, stats.get(name), methods)
+        options = remembered(ctx, NAME, name, methods,
+                             compute=lambda site=site, name=name: propose(site.weight.data, stats.get(name), methods))
         for opt in options:
             opt.site = name
         site.options = [o for o in site.options if o.kind != "structure"] + options

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import torch
 
+from tcomp.calibration import remembered
 from tcomp.candidates import Option, find_sites
 from tcomp.ir import Call, Program
 from tcomp.passmanager import Pass, PassContext, PassReport
@@ -62,7 +63,7 @@ def run(program: Program, ctx: PassContext) -> tuple[Program, PassReport]:
             continue
         call = by_name[name]
         assert isinstance(call, Call)
-        options = propose(call.module.weight, methods)
+        options = remembered(ctx, NAME, name, methods, compute=lambda call=call: propose(call.module.weight, methods))
         for opt in options:
             opt.site = name
         site.options = [o for o in site.options if o.kind != "conv"] + options

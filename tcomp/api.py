@@ -24,7 +24,7 @@ import torch
 import torch.fx as fx
 import torch.nn as nn
 
-from .calibration import Calibration
+from .calibration import Calibration, calibration_key
 from .capture import CaptureError, capture
 from .heal import HealConfig
 from .metrics import get_metric
@@ -377,6 +377,8 @@ def build(model: nn.Module, flat: tuple, signature: inspect.Signature, opts: Opt
     if opts.approximate:
         t0 = time.perf_counter()
         ctx.options["calibration_data"] = Calibration.split(model, opts.calibration, get_metric(opts.metric))
+        ctx.options["calibration_key"] = calibration_key(model, ctx.options["calibration_data"].fit
+                                                         + ctx.options["calibration_data"].held_out)
         ctx.options["heal"] = HealConfig() if opts.heal is True else opts.heal or None
         timings["calibration"] = time.perf_counter() - t0
     selected = select_passes(passes_pkg.pipeline(), opts.passes, approximate=opts.approximate)

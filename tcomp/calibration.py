@@ -11,6 +11,7 @@ of one option is the metric between the reference outputs and the outputs with t
 """
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
@@ -89,15 +90,46 @@ class ProgramRunner(fx.Interpreter):
             self._values = {}
 
 
+#: Results that depend only on the model, its parameters' values and the calibration batches, kept across
+#: compilations in one process (a sweep over tolerances measures each option once): calibration key ->
+#: {result key -> value}, for the two most recent calibration keys only (factorizations are large).
+RESULTS: "OrderedDict[tuple, dict]" = OrderedDict()
+_KEEP = 2
+
+
+def calibration_key(model: torch.nn.Module, batches: list[tuple]) -> tuple:
+    """Identifies (model, parameter values, calibration data) for :data:`RESULTS`: the model object, every
+    parameter's and buffer's storage and version, and the calibration tensors' storages and shapes."""
+    state = tuple((t.data_ptr(), t._version) for t in (*model.parameters(), *model.buffers()))
+    data = tuple((t.data_ptr(), tuple(t.shape)) for b in batches for t in b if isinstance(t, torch.Tensor))
+    return id(model), hash(state), hash(data)
+
+
+def remembered(ctx, kind: str, *key, compute: Callable):
+    """``compute()``, remembered across compilations under the compilation's calibration key."""
+    base = ctx.options.get("calibration_key")
+    if base is None:
+        return compute()
+    table = RESULTS.setdefault(base, {})
+    RESULTS.move_to_end(base)
+    while len(RESULTS) > _KEEP:
+        RESULTS.popitem(last=False)
+    full = (kind, *key)
+    if full not in table:
+        table[full] = compute()
+    return table[full]
+
+
 def site_statistics(program, ctx) -> dict:
     """Input statistics (``CalibrationStats`` of the rows entering the weight) of every linear site, from the fit
-    batches; cached in ``ctx.cache``. Empty without calibration data."""
-    if "site_stats" in ctx.cache:
-        return ctx.cache["site_stats"]
+    batches (remembered across compilations). Empty without calibration data."""
+    return remembered(ctx, "site_stats", program.name, compute=lambda: _site_statistics(program, ctx))
+
+
+def _site_statistics(program, ctx) -> dict:
     cal: Calibration | None = ctx.options.get("calibration_data")
     stats: dict = {}
     if cal is None:
-        ctx.cache["site_stats"] = stats
         return stats
     from tcomp.passes.factorize import CalibrationStats
 
@@ -132,7 +164,6 @@ def site_statistics(program, ctx) -> dict:
     with torch.no_grad():
         for batch in cal.fit:
             runner(*batch)
-    ctx.cache["site_stats"] = stats
     return stats
 
 
