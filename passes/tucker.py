@@ -22,6 +22,7 @@ from .factorize import cp, mode_singular_values, tucker2, tucker_packing
 
 NAME = "tucker"
 BUDGETS = (1 / 2, 1 / 4, 1 / 8)
+MIN_CHANNELS = 8
 
 
 def propose(weight: torch.Tensor, methods=("tucker2", "cp")) -> list[Option]:
@@ -29,12 +30,17 @@ def propose(weight: torch.Tensor, methods=("tucker2", "cp")) -> list[Option]:
     o, c, kh, kw = w.shape
     full = o * c * kh * kw
     out: list[Option] = []
+    if min(o, c) < MIN_CHANNELS:
+        return out  # nothing to gain: a factor of so few channels costs about as much as the layer
     if "tucker2" in methods:
         sv = [mode_singular_values(w, 0).tolist(), mode_singular_values(w, 1).tolist()]
         seen = set()
         for frac in BUDGETS:
             budget = int(full * frac)
-            packing = tucker_packing(sv, [o, c], budget, core_multiplier=kh * kw, time_limit=2.0)
+            try:
+                packing = tucker_packing(sv, [o, c], budget, core_multiplier=kh * kw, time_limit=2.0)
+            except ValueError:  # the budget is below the smallest core
+                continue
             r_out, r_in = packing.ranks
             if (r_out, r_in) in seen or min(r_out, r_in) < 1:
                 continue
