@@ -8,7 +8,8 @@ would need, kernel launches; constant-only sub-trees folded once) after choosing
 (:mod:`tcomp.plan`), and keeps the cheapest. opt_einsum's ``auto`` path — what ``torch.einsum`` itself would use —
 is always among the candidates, so the chosen plan is never worse than it under tcomp's model.
 
-Complexity: ``optimal`` is O(n!) and only used up to 6 operands; ``dp`` up to 12; beyond that greedy variants.
+Complexity: ``optimal`` is O(n!) and only used up to 6 operands; ``dp`` up to 12; beyond that opt_einsum's greedy
+and tcomp's time-bounded large-network search (:mod:`tcomp.pathsearch`, one second per network).
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ import opt_einsum
 
 from tcomp.ir import Network, Program, Value
 from tcomp.passmanager import Pass, PassContext, PassReport
-from tcomp.plan import ContractionPlan, default_pairs, opt_einsum_pairs, plan_network, prepare
+from tcomp.plan import ContractionPlan, decision_sizes, default_pairs, opt_einsum_pairs, plan_network, prepare, ssa_path
 
 NAME = "contraction_order"
 
@@ -45,8 +46,6 @@ def candidate_trees(net: Network, time_budget: float = 1.0, quick: bool = False
         strategies += [("dp-flops", opt_einsum.DynamicProgramming(minimize="flops")),
                        ("dp-size", opt_einsum.DynamicProgramming(minimize="size")),
                        ("dp-combo", opt_einsum.DynamicProgramming(minimize="combo"))]
-    elif not quick:
-        strategies.append(("random-greedy", opt_einsum.RandomGreedy(max_repeats=64, max_time=time_budget)))
     trees: dict[tuple, str] = {}
     for name, strategy in strategies:
         try:
@@ -54,12 +53,25 @@ def candidate_trees(net: Network, time_budget: float = 1.0, quick: bool = False
         except (ValueError, RuntimeError, MemoryError):
             continue
         trees.setdefault(tuple(pairs), name)
+    if not quick and n > _DP_MAX:
+        trees.setdefault(tuple(_searched(net, kept, time_budget)), "path search")
     folded = _constants_first(net, kept)
     if folded is not None:
         trees.setdefault(tuple(folded), "constants-first")
     if net.hint is not None:
         trees.setdefault(tuple(net.hint), "pre-fusion order")
     return [(name, list(pairs)) for pairs, name in trees.items()]
+
+
+def _searched(net: Network, kept: list[tuple[str, ...]], time_budget: float) -> list[tuple[int, int]]:
+    """The tree of :func:`tcomp.pathsearch.search` (greedy variants, time-bounded dp, subtree reconfiguration)
+    under the FLOP metric at the decision batch."""
+    from tcomp.pathsearch import search
+
+    num = decision_sizes(net, None)
+    sizes = {i: num[i] for ix in kept for i in ix}
+    result = search([list(ix) for ix in kept], list(net.flat_out_indices), sizes, time_budget=time_budget)
+    return ssa_path(result.path, list(range(len(kept))), len(kept))
 
 
 def _constants_first(net: Network, kept: list[tuple[str, ...]]) -> list[tuple[int, int]] | None:
