@@ -45,6 +45,8 @@ def gemm_speedup(dtype: torch.dtype) -> float:
 
 
 def run(program: Program, ctx: PassContext) -> tuple[Program, PassReport]:
+    if ctx.options.get("selection") is not None:
+        return program, PassReport(NAME, notes=["an earlier selection is re-applied: no new options"])
     new = program.copy()
     dtype = ctx.options.get("precision_dtype") or torch.bfloat16
     report = PassReport(NAME, changed=False)

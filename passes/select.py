@@ -61,21 +61,27 @@ def _planned(program: Program, ctx: PassContext) -> Program:
 
 def site_replacement(op, site: Site, option: Option) -> tuple[list, list]:
     """The ops that run ``site`` with ``option`` (the last one produces the site's value) and the new trainable
-    constants they read (factors, and the bias AFM moves the output mean into)."""
+    constants they read (factors, and the bias AFM moves the output mean into). The constants are created once
+    per option and kept on it, so every program built with the option — recompilations for another dtype or mode
+    included — trains the same parameters."""
     if site.kind == "conv":
-        values = conv_factor_values(op, option.factors)
-        return apply_conv(op, option.factors, values), values
-    net, values = op, []
+        if option.values is None:
+            option.values = conv_factor_values(op, option.factors)
+        return apply_conv(op, option.factors, option.values), option.values
+    net = op
     if option.factors is not None:
-        values = factor_values(site.weight, option.factors)
+        if option.values is None:
+            option.values = factor_values(site.weight, option.factors)
+        values = option.values[:len(option.factors.factors)]
         net = apply_structure(net, site, option.factors, values)
         bias = option.params.get("bias")
         if bias is not None:
-            net, bias_value = _with_bias(net, site, bias)
-            values.append(bias_value)
+            if len(option.values) == len(values):
+                option.values = option.values + [_bias_value(site, bias)]
+            net = _with_bias(net, option.values[-1])
     if option.dtype is not None:
         net = with_dtype(net, option.dtype)
-    return [net], values
+    return [net], list(option.values or [])
 
 
 def _isolated_module(ops: list, batch: int | None, out_dtype: torch.dtype):
@@ -186,15 +192,20 @@ def apply_selection(program: Program, chosen: dict[str, Measured], example: tupl
     return new
 
 
-def _with_bias(net: Network, site: Site, bias: torch.Tensor):
-    """The network with its bias replaced (or added) by ``bias`` (AFM folds the output mean into it)."""
-    from tcomp.ir import ACC, EpilogueOp, Value
+def _bias_value(site: Site, bias: torch.Tensor):
+    from tcomp.ir import Value
 
     p = torch.nn.Parameter(bias.detach().to(site.weight.dtype).clone())
-    v = Value(f"tcomp.{site.weight.name.replace('.', '_')}_bias", tuple(p.shape), p.dtype, kind="const", data=p,
-              trainable=True)
+    return Value(f"tcomp.{site.weight.name.replace('.', '_')}_bias", tuple(p.shape), p.dtype, kind="const", data=p,
+                 trainable=True)
+
+
+def _with_bias(net: Network, bias):
+    """The network with its bias replaced (or added) by the value ``bias`` (AFM folds the output mean into it)."""
+    from tcomp.ir import ACC, EpilogueOp
+
     rest = net.epilogue[1:] if net.epilogue and net.epilogue[0].fn == "add" else net.epilogue
-    return net.replace(epilogue=(EpilogueOp("add", torch.add, (ACC, v)),) + tuple(rest)), v
+    return net.replace(epilogue=(EpilogueOp("add", torch.add, (ACC, bias)),) + tuple(rest))
 
 
 def run(program: Program, ctx: PassContext) -> tuple[Program, PassReport]:
@@ -203,6 +214,9 @@ def run(program: Program, ctx: PassContext) -> tuple[Program, PassReport]:
     tolerance = ctx.options.get("tolerance")
     target = ctx.options.get("target_speedup")
     heal_config = ctx.options.get("heal")
+    fixed = ctx.options.get("selection")
+    if fixed is not None:
+        return _apply_fixed(program, ctx, fixed, report)
     sites = {n: s for n, s in program.sites.items() if s.options}
     if cal is None or not sites or (tolerance is None and target is None):
         report.notes.append("no approximation requested or nothing to approximate: program unchanged")
@@ -250,6 +264,7 @@ def run(program: Program, ctx: PassContext) -> tuple[Program, PassReport]:
         report.notes.append("no selection within the tolerance: the program is unchanged")
     new = final.copy()
     new.sites = {}
+    ctx.cache["selection"] = {n: m.option for n, m in chosen.items()}
     report.changed = bool(chosen)
     saved = sum(dense[n] - m.time for n, m in chosen.items())
     report.notes.append(
@@ -260,6 +275,26 @@ def run(program: Program, ctx: PassContext) -> tuple[Program, PassReport]:
         "held_out_error": final_err, "base_time_s": base_time, "predicted_saving_s": saved, "rounds": rounds,
         "heal_loss": healed_curve[-1:] if healed_curve else None,
         "layers": [_row(n, dense[n], measured[n], chosen.get(n)) for n in measured]})
+    return new, report
+
+
+def _apply_fixed(program: Program, ctx: PassContext, fixed: dict[str, Option], report: PassReport):
+    """Re-apply an earlier compilation's choices (a recompilation for another dtype, device or mode): the same
+    options, the same trainable factors, no new measurement."""
+    from tcomp.candidates import find_sites
+
+    sites = program.sites or find_sites(program)
+    missing = set(fixed) - set(sites)
+    if missing:
+        raise ValueError(f"the earlier selection names sites this program does not have: {sorted(missing)}")
+    with_sites = program.copy()
+    with_sites.sites = sites
+    chosen = {n: Measured(o, 0.0, 0.0, 0.0) for n, o in fixed.items()}
+    new = apply_selection(with_sites, chosen, ctx.example_inputs).copy()
+    new.sites = {}
+    ctx.cache["selection"] = dict(fixed)
+    report.changed = bool(fixed)
+    report.notes.append(f"re-applied the earlier selection to {len(fixed)} site(s) (no new measurement)")
     return new, report
 
 

@@ -103,6 +103,8 @@ def _local_error(w: torch.Tensor, approx: torch.Tensor, stats) -> float:
 
 
 def run(program: Program, ctx: PassContext) -> tuple[Program, PassReport]:
+    if ctx.options.get("selection") is not None:
+        return program, PassReport(NAME, notes=["an earlier selection is re-applied: no new options"])
     new = program.copy()
     methods = tuple(ctx.options.get("structures") or DEFAULT_METHODS)
     stats = site_statistics(program, ctx)

@@ -59,6 +59,8 @@ def propose(weight: torch.Tensor, methods=("tucker2", "cp")) -> list[Option]:
 
 
 def run(program: Program, ctx: PassContext) -> tuple[Program, PassReport]:
+    if ctx.options.get("selection") is not None:
+        return program, PassReport(NAME, notes=["an earlier selection is re-applied: no new options"])
     new = program.copy()
     sites = new.sites or find_sites(new)
     by_name = {op.out.name: op for op in new.ops}

@@ -173,6 +173,7 @@ class _Artifact:
     program: Any = None
     state: _StateGuard = field(default_factory=lambda: _StateGuard([]))
     runner: Any = None                   # what a call runs: gm, or an Inductor runner (tcomp.inductor)
+    selection: dict | None = None        # approximate compilation: the options chosen per site
 
     def matches(self, flat: tuple, training: bool) -> bool:
         return self.guard.matches(flat, training) and self.state.valid()
@@ -231,8 +232,9 @@ class CompiledModule(nn.Module):
 
     def _compile(self, flat: tuple) -> _Artifact:
         opts = self._tcomp_options
+        earlier = next((a.selection for a in self._tcomp_artifacts if a.selection is not None), None)
         try:
-            art = build(self._orig_mod, flat, self._tcomp_signature, opts, self._tcomp_name)
+            art = build(self._orig_mod, flat, self._tcomp_signature, opts, self._tcomp_name, selection=earlier)
         except Exception as err:  # noqa: BLE001
             if opts.strict:
                 raise
@@ -356,8 +358,10 @@ def _add_prefix(state_dict, prefix, local_metadata, strict, missing_keys, unexpe
 
 # -- the pipeline -----------------------------------------------------------------------------------------------------
 
-def build(model: nn.Module, flat: tuple, signature: inspect.Signature, opts: Options, name: str) -> _Artifact:
-    """Capture, lower, optimise and emit ``model`` for the example arguments ``flat``."""
+def build(model: nn.Module, flat: tuple, signature: inspect.Signature, opts: Options, name: str,
+          selection: dict | None = None) -> _Artifact:
+    """Capture, lower, optimise and emit ``model`` for the example arguments ``flat``. ``selection``: the choices
+    of an earlier approximate compilation of this model, re-applied as they are."""
     from tcomp import passes as passes_pkg
 
     timings: dict[str, float] = {}
@@ -374,7 +378,9 @@ def build(model: nn.Module, flat: tuple, signature: inspect.Signature, opts: Opt
     program = lower(cap, name)
     timings["lower"] = time.perf_counter() - t0
     ctx = PassContext(example_inputs=example, training=model.training, options=vars(opts).copy(), model=model)
-    if opts.approximate:
+    if opts.approximate and selection is not None:
+        ctx.options["selection"] = selection
+    elif opts.approximate:
         t0 = time.perf_counter()
         ctx.options["calibration_data"] = Calibration.split(model, opts.calibration, get_metric(opts.metric))
         ctx.options["calibration_key"] = calibration_key(model, ctx.options["calibration_data"].fit
@@ -400,7 +406,8 @@ def build(model: nn.Module, flat: tuple, signature: inspect.Signature, opts: Opt
         backend="inductor" if runner is not gm else "eager")
     report.notes += backend_notes
     state = _StateGuard.of(model, list(program.constants))
-    return _Artifact(_Guard.of(flat, model.training, batch_dims), report, gm, result.program, state, runner)
+    return _Artifact(_Guard.of(flat, model.training, batch_dims), report, gm, result.program, state, runner,
+                     ctx.cache.get("selection"))
 
 
 def _backend(choice: str, program, modules, gm: fx.GraphModule, example: tuple, timings: dict):

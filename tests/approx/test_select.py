@@ -102,3 +102,32 @@ def test_clear_errors_for_bad_options():
         tcomp.compile(m, torch.randn(2, 64), target_speedup=0.5, calibration=_batches(3, 2, 64))
     with pytest.raises(ValueError, match="at least 2"):
         tcomp.compile(m, torch.randn(2, 64), tolerance=0.1, calibration=_batches(1, 2, 64), strict=True)
+
+
+def test_recompilation_reuses_the_selection_and_its_parameters(lowrank_compiled):
+    model, compiled = lowrank_compiled
+    first = compiled._tcomp_artifacts[0]
+    if not first.selection:
+        pytest.skip("nothing was selected on this machine right now")
+    factors = {n: p for n, p in compiled.named_parameters() if n.startswith("tcomp_params.")}
+    compiled.train()  # another mode: a recompilation
+    x = _batches(1, 512, 1024, seed=5)[0]
+    with torch.no_grad():
+        compiled(x)
+    second = compiled._tcomp_artifacts[0]
+    assert second is not first and second.selection.keys() == first.selection.keys()
+    select = next(p for p in second.report.passes if p.name == "select")
+    assert "re-applied" in select.notes[0]
+    again = {n: p for n, p in compiled.named_parameters() if n.startswith("tcomp_params.")}
+    assert again.keys() == factors.keys() and all(again[n] is factors[n] for n in factors)
+    compiled.eval()
+
+
+def test_target_speedup_mode():
+    model = LowRankMLP(d=512, seed=4).eval()
+    cal = _batches(4, 256, 512, seed=6)
+    compiled = tcomp.compile(model, cal[0], target_speedup=1.5, calibration=cal, structures=("asvd",))
+    select = next(p for p in compiled.report.passes if p.name == "select")
+    assert select.details["target_speedup"] == 1.5
+    if select.changed:  # the knapsack found options saving a third of the measured time
+        assert select.details["predicted_saving_s"] >= select.details["base_time_s"] * (1 - 1 / 1.5) * 0.999
