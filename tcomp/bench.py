@@ -64,8 +64,8 @@ def time_round_robin(fns: dict[str, Callable[[], object]], rounds: int = 7, per_
     return {k: statistics.median(v) for k, v in samples.items()}
 
 
-def bench_target(target: Target, *, torch_compile: bool = True, tcomp_options: dict | None = None,
-                 rounds: int = 7, progress: bool = True) -> BenchResult:
+def bench_target(target: Target, *, torch_compile: bool = True, inductor: bool = True,
+                 tcomp_options: dict | None = None, rounds: int = 7, progress: bool = True) -> BenchResult:
     import tcomp
 
     model, inputs = target.model, target.inputs
@@ -79,10 +79,13 @@ def bench_target(target: Target, *, torch_compile: bool = True, tcomp_options: d
             _progress(f"  {target.name}: torch.compile (cold compile)...", progress)
             compiled["torch.compile"] = _compile_variant("torch.compile", lambda: torch.compile(model), inputs, ref,
                                                          runners)
-        _progress(f"  {target.name}: tcomp.compile...", progress)
         opts = dict(tcomp_options or {})
-        variant = _compile_variant("tcomp", lambda: tcomp.compile(model, inputs, **opts), inputs, ref, runners)
-        compiled["tcomp"] = variant
+        backends = ("eager", "inductor") if inductor else ("eager",)
+        for backend in backends:
+            name = f"tcomp ({backend})"
+            _progress(f"  {target.name}: tcomp.compile, {backend} backend...", progress)
+            compiled[name] = _compile_variant(
+                name, lambda: tcomp.compile(model, inputs, backend=backend, **opts), inputs, ref, runners)
         _progress(f"  {target.name}: timing {', '.join(runners)}...", progress)
         # warm-up
         for fn in runners.values():
@@ -95,7 +98,7 @@ def bench_target(target: Target, *, torch_compile: bool = True, tcomp_options: d
             v.median_ms = times[name] * 1e3
             v.ratio = eager_t / times[name]
         res.variants.append(v)
-    if torch_compile:
+    if torch_compile or inductor:
         torch._dynamo.reset()
     return res
 
@@ -124,6 +127,7 @@ def format_table(results: list[BenchResult]) -> str:
                 names.append(v.name)
     header = ["model"] + [f"{n} ms (×eager)" for n in names] + ["tcomp max abs / rel err"] + \
         [f"compile s ({', '.join(n for n in names if n != 'eager')})"]
+    tcomp_names = [n for n in names if n.startswith("tcomp")]
     rows = [header]
     for r in results:
         by = {v.name: v for v in r.variants}
@@ -136,8 +140,9 @@ def format_table(results: list[BenchResult]) -> str:
                 row.append("failed")
             else:
                 row.append(f"{v.median_ms:.2f} ({v.ratio:.2f}×)")
-        t = by.get("tcomp")
-        row.append(f"{t.max_abs_err:.1e} / {t.max_rel_err:.1e}" if t and t.max_abs_err is not None else "-")
+        errs = [by[n] for n in tcomp_names if by.get(n) and by[n].max_abs_err is not None]
+        row.append(f"{max(v.max_abs_err for v in errs):.1e} / {max(v.max_rel_err for v in errs):.1e}" if errs
+                   else "-")
         row.append(" / ".join(f"{by[n].compile_s:.1f}" if by.get(n) and by[n].compile_s is not None else "-"
                               for n in names if n != "eager"))
         rows.append(row)

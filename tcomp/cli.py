@@ -107,8 +107,8 @@ def cmd_bench(args) -> int:
             print(f"tcomp: {e}", file=sys.stderr)
             return 2
         opts = {"passes": _pass_selection(args)} if (args.passes or args.disable) else {}
-        results.append(bench_target(target, torch_compile=not args.no_torch_compile, tcomp_options=opts,
-                                    rounds=args.rounds))
+        results.append(bench_target(target, torch_compile=not args.no_torch_compile,
+                                    inductor=not args.no_inductor, tcomp_options=opts, rounds=args.rounds))
     print(format_table(results))
     print(f"\n(torch {torch.__version__}, {torch.get_num_threads()} threads; median latency per call, "
           f"ratio = eager time / variant time)")
@@ -136,6 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("targets", nargs="*", help="targets (default: the zoo's default subset)")
     _add_target_options(p)
     p.add_argument("--no-torch-compile", action="store_true", help="skip torch.compile (it compiles slowly)")
+    p.add_argument("--no-inductor", action="store_true", help="skip tcomp with the inductor backend")
     p.add_argument("--rounds", type=int, default=7, help="timing rounds (each variant runs 3 calls a round)")
     p.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     p.set_defaults(func=cmd_bench)

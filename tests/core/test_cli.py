@@ -25,7 +25,8 @@ def test_inspect_text_shows_each_pass_costs_trees_and_code(capsys):
 def test_inspect_json(capsys):
     assert main(["inspect", "zoo:tt_net", "--batch", "2", "--format", "json"]) == 0
     d = json.loads(capsys.readouterr().out)
-    assert [s["after"] for s in d["snapshots"]] == ["lowered", "fuse_networks", "contraction_order"]
+    assert [s["after"] for s in d["snapshots"]] == ["lowered", "fuse_networks", "contraction_order",
+                                                    "triton_codegen"]
     assert d["report"]["status"] == "compiled" and "def forward" in d["code"]
 
 
@@ -58,9 +59,10 @@ def test_bad_targets_exit_2_with_a_message(tmp_path, capsys):
 
 
 def test_bench_prints_the_table(capsys):
-    assert main(["bench", "zoo:equivariant_tp", "--batch", "4", "--no-torch-compile", "--rounds", "1"]) == 0
+    assert main(["bench", "zoo:equivariant_tp", "--batch", "4", "--no-torch-compile", "--no-inductor",
+                 "--rounds", "1"]) == 0
     captured = capsys.readouterr()
-    assert "equivariant_tp" in captured.out and "tcomp ms (×eager)" in captured.out
+    assert "equivariant_tp" in captured.out and "tcomp (eager) ms (×eager)" in captured.out
     assert "[1/1] zoo:equivariant_tp" in captured.err  # progress goes to stderr
 
 
@@ -71,6 +73,6 @@ def test_bench_with_torch_compile_as_a_command(tmp_path):
     assert proc.returncode == 0, proc.stderr
     rows = json.loads(out.read_text())
     names = [v["name"] for v in rows[0]["variants"]]
-    assert names == ["eager", "torch.compile", "tcomp"]
+    assert names == ["eager", "torch.compile", "tcomp (eager)", "tcomp (inductor)"]
     assert all(v["error"] is None for v in rows[0]["variants"])
-    assert rows[0]["variants"][2]["max_rel_err"] < 1e-4
+    assert rows[0]["variants"][2]["max_rel_err"] < 1e-4 and rows[0]["variants"][3]["max_rel_err"] < 1e-4
