@@ -25,7 +25,7 @@ import torch.fx as fx
 import torch.nn as nn
 
 from .calibration import Calibration, calibration_key
-from .capture import CaptureError, capture
+from .capture import CaptureError, capture, preserved_state
 from .heal import HealConfig
 from .metrics import get_metric
 from .emit import emit
@@ -405,7 +405,7 @@ def build(model: nn.Module, flat: tuple, signature: inspect.Signature, opts: Opt
         flops_after=result.reports[-1].flops_after if result.reports else 0, timings=timings,
         backend="inductor" if runner is not gm else "eager")
     report.notes += backend_notes
-    state = _StateGuard.of(model, list(program.constants))
+    state = _StateGuard.of(model, list(result.program.constants))
     return _Artifact(_Guard.of(flat, model.training, batch_dims), report, gm, result.program, state, runner,
                      ctx.cache.get("selection"))
 
@@ -479,12 +479,12 @@ def _submodules(gm: fx.GraphModule) -> dict[str, nn.Module]:
 
 
 def _verifier(model: nn.Module, flat: tuple, example: tuple, cap) -> Callable:
-    with torch.no_grad():
+    with torch.no_grad(), preserved_state(model):
         reference = model(*flat)
 
     def check(program) -> str | None:
         gm = emit(program, _submodules(cap.gm))
-        with torch.no_grad():
+        with torch.no_grad(), preserved_state(model):
             out = gm(*example)
         c = compare(reference, out)
         return None if c.ok else c.detail

@@ -41,7 +41,9 @@ class Calibration:
                              f"verify the error); got {len(data)}")
         n_held = max(1, len(data) // 4)
         fit, held = data[:-n_held], data[-n_held:]
-        with torch.no_grad():
+        from .capture import preserved_state
+
+        with torch.no_grad(), preserved_state(model):
             ref_fit = [model(*b) for b in fit]
             ref_held = [model(*b) for b in held]
         return Calibration(fit, held, ref_fit, ref_held, metric)

@@ -201,7 +201,27 @@ def _with_batch(inputs: tuple, positions: list[int], batch: int) -> tuple:
     return tuple(out)
 
 
+@contextlib.contextmanager
+def preserved_state(module: torch.nn.Module):
+    """Run code that executes the model (shape propagation, reference outputs) without leaving a trace in it:
+    buffers a training-mode forward updates in place (batch norm's running statistics and its
+    ``num_batches_tracked``) are restored afterwards."""
+    saved = [(b, b.detach().clone()) for b in module.buffers()]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for b, value in saved:
+                if b.shape == value.shape:
+                    b.copy_(value)
+
+
 def _record_shapes(cap: Captured) -> None:
+    with preserved_state(cap.gm):
+        _record_shapes_now(cap)
+
+
+def _record_shapes_now(cap: Captured) -> None:
     gm, inputs = cap.gm, cap.example_inputs
     tensors = [(k, t) for k, t in enumerate(inputs)
                if isinstance(t, torch.Tensor) and t.dim() > 0 and not isinstance(t, torch.nn.Parameter)]

@@ -102,6 +102,10 @@ class _Emitter:
         return n
 
     def _call(self, op: Call) -> fx.Node:
+        if self.use_fold_buffers and isinstance(op.module, CachedFunction) and not op.kwargs and \
+                all(isinstance(a, Value) and a.kind == "const" for a in op.args):
+            self.attrs[op.target] = op.module
+            return self._buffered(op.target, op.module, [a.data for a in op.args])
         args, kwargs = self._args(op.args), self._args(op.kwargs)
         if op.kind == "module":
             self.attrs[op.target] = self.modules[op.target] if op.target in self.modules else op.module
@@ -326,13 +330,17 @@ class _Emitter:
             fold = CachedFunction(Compose(cast, fold.compute, arity=len(leaves)))
         self.attrs[name] = fold
         if self.use_fold_buffers:
-            params = [net.operands[k].data for k in leaves]
-            with torch.no_grad():
-                value = fold(*params).clone()
-            self.attrs[f"{name}_value"] = value
-            self.fold_buffers.append((fold, params, value))
-            return self.graph.get_attr(f"{name}_value")
+            return self._buffered(name, fold, [net.operands[k].data for k in leaves])
         return self.graph.call_module(name, tuple(self.node(net.operands[k]) for k in leaves))
+
+    def _buffered(self, name: str, fn: CachedFunction, params: list[torch.Tensor]) -> fx.Node:
+        """A cached function of parameters read from a buffer (``<name>_value``) that the caller refreshes before
+        each call (see :mod:`tcomp.inductor`), so a graph compiler sees a plain tensor."""
+        with torch.no_grad():
+            value = fn(*params).clone()
+        self.attrs[f"{name}_value"] = value
+        self.fold_buffers.append((fn, params, value))
+        return self.graph.get_attr(f"{name}_value")
 
 
 def _subtree_leaves(plan: ContractionPlan, term: int, n: int) -> set[int]:

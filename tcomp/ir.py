@@ -368,14 +368,19 @@ def format_op(op: Op) -> str:
     return f"{lhs} call {op.target_name}({_format_args(op.args, op.kwargs)})"
 
 
+_INPLACE_OPERATORS = {"iadd", "isub", "imul", "itruediv", "ipow", "iand", "ior", "ixor", "imatmul"}
+
+
 def is_pure(op: Op) -> bool:
-    """Whether dropping ``op`` (when its result is unused) cannot change anything else: Networks and Pointwise ops
-    always; Calls unless they write in place (a trailing ``_``, ``inplace=True``, ``out=``, a mutable aten schema)
-    or are a stateful module in training mode (batch norm updates its running statistics)."""
-    if isinstance(op, (Network, Pointwise)):
+    """Whether dropping ``op`` (when its result is unused) cannot change anything else: Networks always; Pointwise
+    ops and Calls unless they write in place (``inplace=True``, ``out=``, ``operator.iadd`` and its kin, a trailing
+    ``_``, a mutable aten schema) or are a stateful module in training mode (batch norm updates its statistics)."""
+    if isinstance(op, Network):
         return True
     if op.kwargs.get("inplace") is True or "out" in op.kwargs:
         return False
+    if isinstance(op, Pointwise):
+        return getattr(op.target, "__name__", "") not in _INPLACE_OPERATORS
     if op.kind == "module":
         return not (op.module.training and any(True for _ in op.module.buffers(recurse=True)))
     name = op.target if op.kind == "method" else getattr(op.target, "__name__", "")

@@ -214,7 +214,8 @@ def test_report_is_json_serialisable_and_explains():
 
     c = tcomp.compile(MLP().eval(), torch.randn(4, 16))
     d = json.loads(json.dumps(c.report.to_dict()))
-    assert [p["name"] for p in d["passes"]] == ["fuse_networks", "contraction_order", "triton_codegen"]
+    assert [p["name"] for p in d["passes"]] == ["cse", "algebraic", "fuse_networks", "fold_bn", "epilogue", "layout",
+                                                "contraction_order", "triton_codegen"]
     assert d["flops_after_at_example"] <= d["flops_before_at_example"]
     text = c.explain()
     assert "fuse_networks" in text and "program MLP" in text
@@ -232,3 +233,11 @@ def test_runtime_failure_falls_back_to_eager(monkeypatch):
     with pytest.warns(tcomp.TcompWarning, match="simulated kernel failure"):
         out = c(x)
     torch.testing.assert_close(out, m(x))
+
+
+def test_compiling_a_training_model_leaves_its_batch_norm_statistics_alone():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU()).train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    tcomp.compile(model, torch.randn(2, 3, 8, 8), verify=True)
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
