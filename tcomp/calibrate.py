@@ -1,12 +1,15 @@
 """Calibration of the cost model's constants by microbenchmarks on this machine (cached on disk).
 
-Four measurements, each the fastest of repeated runs after a warm-up (the minimum, not the median: on a shared
+Five measurements, each the fastest of repeated runs after a warm-up (the minimum, not the median: on a shared
 machine other work only ever adds time, so the fastest run is the closest to what the hardware does):
 
 - ``gemm_flops_per_s``: ``torch.mm`` of two 512×512 fp32 matrices;
 - ``bytes_per_s``: an elementwise add over 4 Mi floats (two reads and a write per element);
 - ``copy_bytes_per_s``: a transposition copy ``x.t().contiguous()`` of a 2048×2048 fp32 matrix (read + write);
-- ``launch_s``: the time of a tiny ``torch.mm`` (1×1 by 1×1), i.e. the per-call overhead.
+- ``launch_s``: the time of a tiny ``torch.mm`` (1×1 by 1×1), i.e. the per-call overhead;
+- ``matrix_s``: the fixed cost of one matrix product inside a ``bmm`` — a ``bmm`` of 4096 products of 8×8
+  matrices, less its launch and FLOPs, per product (a batched GEMM of many small matrices is bound by this, not
+  by arithmetic).
 
 The cache key is the processor, the torch version, the thread count and the device, so a different machine or
 setting measures again. ``TCOMP_CACHE_DIR`` moves the cache (default ``~/.cache/tcomp``);
@@ -53,7 +56,7 @@ def load_or_calibrate() -> MachineModel:
         try:
             d = json.loads(path.read_text())
             return MachineModel(**{k: d[k] for k in ("gemm_flops_per_s", "bytes_per_s", "copy_bytes_per_s",
-                                                     "launch_s")}, source=str(path), details=d)
+                                                     "launch_s", "matrix_s")}, source=str(path), details=d)
         except (ValueError, KeyError):
             pass
     model = calibrate()
@@ -61,7 +64,7 @@ def load_or_calibrate() -> MachineModel:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps({**model.details, "gemm_flops_per_s": model.gemm_flops_per_s,
                                     "bytes_per_s": model.bytes_per_s, "copy_bytes_per_s": model.copy_bytes_per_s,
-                                    "launch_s": model.launch_s}, indent=2))
+                                    "launch_s": model.launch_s, "matrix_s": model.matrix_s}, indent=2))
     except OSError:
         pass
     return model
@@ -95,7 +98,10 @@ def calibrate() -> MachineModel:
         s1 = torch.randn(1, 1)
         s2 = torch.randn(1, 1)
         t_launch = _fastest_time(lambda: torch.mm(s1, s2), repeats=50, inner=20)
-    details = {"t_mm512_s": t_mm, "t_add_4Mi_s": t_add, "t_transpose_copy_2048_s": t_copy,
+        small_a, small_b = torch.randn(4096, 8, 8), torch.randn(4096, 8, 8)
+        t_small = _fastest_time(lambda: torch.bmm(small_a, small_b), repeats=9)
+        matrix_s = max(0.0, t_small - t_launch - 2 * 4096 * 8 ** 3 / gemm) / 4096
+    details = {"t_mm512_s": t_mm, "t_add_4Mi_s": t_add, "t_transpose_copy_2048_s": t_copy, "t_bmm_4096x8x8_s": t_small,
                "threads": torch.get_num_threads(), "torch": torch.__version__, "measured_at": time.time()}
     return MachineModel(gemm_flops_per_s=gemm, bytes_per_s=bw, copy_bytes_per_s=copy_bw, launch_s=t_launch,
-                        source="measured", details=details)
+                        matrix_s=matrix_s, source="measured", details=details)

@@ -25,17 +25,21 @@ class Cost:
     bytes: Size = 0           # bytes read and written by the kernels themselves
     copy_bytes: Size = 0      # bytes moved by transposition copies the lowering cannot avoid
     launches: int = 0         # torch calls / kernel launches
+    matrices: Size = 0        # matrix products inside batched GEMMs (each has a fixed cost beyond its FLOPs)
 
     def __add__(self, other: "Cost") -> "Cost":
         return Cost(as_size(self.flops + other.flops), as_size(self.bytes + other.bytes),
-                    as_size(self.copy_bytes + other.copy_bytes), self.launches + other.launches)
+                    as_size(self.copy_bytes + other.copy_bytes), self.launches + other.launches,
+                    as_size(self.matrices + other.matrices))
 
     def scaled(self, k: int) -> "Cost":
-        return Cost(as_size(self.flops * k), as_size(self.bytes * k), as_size(self.copy_bytes * k), self.launches * k)
+        return Cost(as_size(self.flops * k), as_size(self.bytes * k), as_size(self.copy_bytes * k), self.launches * k,
+                    as_size(self.matrices * k))
 
     def time(self, machine: "MachineModel | None" = None) -> Size:
         m = machine or machine_model()
         t = (sympy.sympify(self.flops) / m.gemm_flops_per_s + sympy.sympify(self.bytes) / m.bytes_per_s
+             + sympy.sympify(self.matrices) * m.matrix_s
              + sympy.sympify(self.copy_bytes) / m.copy_bytes_per_s + self.launches * m.launch_s)
         return t if t.free_symbols else float(t)
 
@@ -70,6 +74,7 @@ class MachineModel:
     bytes_per_s: float = 1.0e10
     copy_bytes_per_s: float = 5.0e9
     launch_s: float = 5.0e-6
+    matrix_s: float = 1.0e-6     # the fixed cost of one matrix product inside a batched GEMM
     source: str = "default"
     details: dict = field(default_factory=dict, compare=False, hash=False)
 

@@ -301,11 +301,13 @@ class _Planner:
         sizes = net.sizes
         bt, mm, kk, ns = (prod(sizes[i] for i in g) for g in (batch, m, k, nn))
         out = batch + m + nn
+        matrices: Size = 0
         if k:
             copy_l = matrix_copy(tl, batch, m, k, num)
             copy_r = matrix_copy(tr, batch, k, nn, num)
             flops = as_size(2 * bt * mm * kk * ns)
             kind = "gemm"
+            matrices = bt if batch else 0
         else:
             copy_l = copy_r = False
             flops = as_size(bt * mm * ns)
@@ -319,7 +321,7 @@ class _Planner:
         per_call_r = copy_r and (not pack_r or self.training)
         copy_bytes = as_size(2 * elt * ((numel_l if per_call_l else 0) + (numel_r if per_call_r else 0)))
         cost = Cost(flops=flops, bytes=as_size(elt * (numel_l + numel_r + numel_o)), copy_bytes=copy_bytes,
-                    launches=1 + int(per_call_l) + int(per_call_r))
+                    launches=1 + int(per_call_l) + int(per_call_r), matrices=matrices)
         return PairStep(lhs, rhs, out_id, kind, batch, m, k, nn, out, copy_l and not pack_l,
                         copy_r and not pack_r, cost, pack_lhs=pack_l, pack_rhs=pack_r)
 
