@@ -1,20 +1,20 @@
 """Greedy split-and-recompute repair: the fast schedule that hints the CP-SAT search.
 
-Starts from the no-recompute schedule on the staged grid and repairs it one move at a time. While some step
-exceeds the budget, take the first such step t. Every output live across t that step t does not read is a
-candidate: recompute it in the stage of its first read after t, so that its old instance dies at its last read
-before t and stops counting at t. The recomputation reads the latest instances of its inputs, which may then live
-longer; a variant of each move also recomputes those extended inputs in the same stage. The move taken is the one
-with the largest reduction of the total excess memory (the sum over steps of the memory above the budget) per
-unit of compute it adds (compute raised to an exponent; several exponents are tried, the cheapest result
-wins). A node already computed `max_computations` times is no candidate; when no move reduces
+Starts from the no-recompute schedule on the staged grid and repairs it one move at a time. While some step exceeds
+the budget, take the first such step t at which some move lowers the excess. Every output live across t that step t
+does not read is a candidate: recompute it in the stage of its first read after t, so that its old instance dies at
+its last read before t and stops counting at t. The recomputation reads the latest instances of its inputs, which
+may then live longer; a variant of each move also recomputes those extended inputs in the same stage. The move taken
+is the one with the largest reduction of the total excess memory (the sum over steps of the memory above the budget)
+per unit of compute it adds (compute raised to an exponent; several exponents are tried, the cheapest result wins).
+A node already computed as often as its limit allows is no candidate; when no move at any over-budget step reduces
 the excess the heuristic gives up. Finally each recomputation, most expensive first, is removed again if the
 schedule still fits without it.
 
 The excess of a single-node move is computed exactly from the current memory profile with array slices (only the
 ranges around the new step change), so choosing a move costs O(live outputs · steps) with numpy doing the inner
 loop; the input-recomputing variants are simulated in full, for the few best single-node moves, or for all of them
-when none helps alone. At most n·(max_computations − 1) moves are taken, each lowering the excess.
+when none helps alone. At most sum(limit − 1) over the nodes moves are taken, each lowering the excess.
 """
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .problem import Problem, Recomputations, drop_unread_recomputations, staged_steps
-from .simulate import memory_profile, trace
+from .simulate import memory_profile, profile_of, trace
 
 VARIANTS_SIMULATED = 4
 """How many of the best single-node moves also get their input-recomputing variant tried."""
@@ -43,7 +43,7 @@ class _Move:
 
 
 def greedy_schedule(
-    problem: Problem, budget: int, max_computations: int, deadline: float = math.inf
+    problem: Problem, budget: int, deadline: float = math.inf
 ) -> list[list[int]] | None:
     """The cheapest repaired schedule within `budget` over COST_EXPONENTS, or None if every repair fails.
 
@@ -51,7 +51,7 @@ def greedy_schedule(
     """
     best, best_cost = None, math.inf
     for exponent in COST_EXPONENTS:
-        found = repair(problem, budget, max_computations, exponent)
+        found = repair(problem, budget, exponent)
         cost = math.inf if found is None else problem.total_compute(staged_steps(found))
         if cost < best_cost:
             best, best_cost = found, cost
@@ -60,7 +60,7 @@ def greedy_schedule(
     return best
 
 
-def repair(problem: Problem, budget: int, max_computations: int, exponent: float) -> list[list[int]] | None:
+def repair(problem: Problem, budget: int, exponent: float) -> list[list[int]] | None:
     """One greedy repair, ranking moves by excess reduction / compute ** exponent; None if it gets stuck."""
     stages: list[set[int]] = [set() for _ in range(problem.n)]
     count = [1] * problem.n
@@ -70,7 +70,7 @@ def repair(problem: Problem, budget: int, max_computations: int, exponent: float
         if excess == 0:
             return _prune(problem, budget, [sorted(s) for s in stages])
         for t in np.flatnonzero(state.profile > budget):
-            move = _best_move(problem, state, stages, count, budget, max_computations, excess, exponent, int(t))
+            move = _best_move(problem, state, stages, count, budget, excess, exponent, int(t))
             if move is not None:
                 break
         else:
@@ -90,8 +90,8 @@ class _State:
         self.stage_start = [0]  # the first step of each stage
         for again in self.recomputations:
             self.stage_start.append(self.stage_start[-1] + len(again) + 1)
-        self.profile = np.array(memory_profile(problem.preds.__getitem__, problem.memory, self.steps), np.int64)
         tr = trace(problem.preds.__getitem__, self.steps)
+        self.profile = np.array(profile_of(tr, problem.memory, self.steps, problem.workspace), np.int64)
         self.last_read = tr.last_read
         self.read_at: list[list[int]] = [[] for _ in self.steps]  # the steps reading each instance, ascending
         for t, instances in enumerate(tr.reads):
@@ -111,12 +111,12 @@ class _State:
 
 def _best_move(
     problem: Problem, state: _State, stages: list[set[int]], count: list[int], budget: int,
-    max_computations: int, excess: int, exponent: float, t: int,
+    excess: int, exponent: float, t: int,
 ) -> _Move | None:
     singles: list[_Move] = []
     for x in range(t):
         u = state.steps[x]
-        if state.last_read[x] < t or count[u] >= max_computations or t in state.read_at[x]:
+        if state.last_read[x] < t or count[u] >= problem.limits[u] or t in state.read_at[x]:
             continue
         later = state.read_at[x][bisect_left(state.read_at[x], t)]
         stage = state.stage[later]
@@ -125,7 +125,7 @@ def _best_move(
     moves = [move for move in singles if move.excess < excess]
     # the input-recomputing variants of the most promising splits, or of every split when none helps alone
     for single in sorted(singles, key=lambda move: move.excess)[:VARIANTS_SIMULATED] if moves else singles:
-        inputs = _extended_inputs(problem, state, stages, count, single, max_computations)
+        inputs = _extended_inputs(problem, state, stages, count, single)
         if inputs:
             nodes = (*inputs, *single.nodes)
             after = _simulated_excess(problem, stages, single.stage, nodes, budget)
@@ -150,7 +150,8 @@ def _excess_after_split(problem: Problem, state: _State, x: int, stage: int, bud
     reads_before = state.read_at[x][: bisect_left(state.read_at[x], r)]
     dies = reads_before[-1] if reads_before else x
     profile[dies + 1: r] -= problem.memory[u]
-    new_step = int(state.profile[r]) - problem.memory[state.steps[r]]
+    new_step = int(state.profile[r]) - problem.memory[state.steps[r]] - problem.workspace[state.steps[r]]
+    new_step += problem.workspace[u]
     for p in problem.preds[u]:
         latest = state.instances[p][bisect_left(state.instances[p], r) - 1]
         if state.last_read[latest] < r:
@@ -160,14 +161,14 @@ def _excess_after_split(problem: Problem, state: _State, x: int, stage: int, bud
 
 
 def _extended_inputs(
-    problem: Problem, state: _State, stages: list[set[int]], count: list[int], move: _Move, max_computations: int,
+    problem: Problem, state: _State, stages: list[set[int]], count: list[int], move: _Move,
 ) -> tuple[int, ...]:
     """The inputs of a single-node move that it keeps alive longer and that could be recomputed with it."""
     (u,) = move.nodes
     r = state.insertion_point(move.stage, u)
     return tuple(
         p for p in problem.preds[u]
-        if count[p] < max_computations and p not in stages[move.stage]
+        if count[p] < problem.limits[p] and p not in stages[move.stage]
         and state.last_read[state.instances[p][bisect_left(state.instances[p], r) - 1]] < r
     )
 
@@ -177,7 +178,8 @@ def _simulated_excess(
 ) -> int:
     """Total excess after recomputing `nodes` in `stage`, by simulating the whole schedule."""
     trial = [sorted(s | set(nodes)) if k == stage else sorted(s) for k, s in enumerate(stages)]
-    profile = np.array(memory_profile(problem.preds.__getitem__, problem.memory, staged_steps(trial)), np.int64)
+    steps = staged_steps(trial)
+    profile = np.array(memory_profile(problem.preds.__getitem__, problem.memory, steps, problem.workspace), np.int64)
     return int(np.maximum(profile - budget, 0).sum())
 
 

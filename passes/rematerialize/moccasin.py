@@ -4,17 +4,19 @@ Time is Checkmate's staged grid (Jain et al., MLSys 2020) laid out row by row: s
 place of node j in stage k (j <= k), so stage k's recomputations come in ascending order before node k's first
 computation at slot(k, k), and the topological order is fixed.
 
-For node v and computation i < C (C = max_computations) the model has an interval [s_v^i, e_v^i) with presence
-a_v^i: the instance is computed at slot s and stays live until e. The first computation is present and starts at
-the constant slot(v, v); a recomputation starts at s = n·k + v with its stage k an integer variable over the
-stages that follow v, up to the last stage that can read v. Every domain is a plain range: the paper's
-log-spaced interval-length domains made presolve take 25-450 s on 2 cores, and even exact value sets for the
-ends (only the slots that read v) made presolve 15x slower than ranges on random_layered_n100. Constraints:
+For node v and computation i < C_v (the node's limit: `max_computations`, or 1 if it may not be recomputed) the
+model has an interval [s_v^i, e_v^i) with presence a_v^i: the instance is computed at slot s and stays live until
+e. The first computation is present and starts at the constant slot(v, v); a recomputation starts at
+s = n·k + v with its stage k an integer variable over the stages that follow v, up to the last stage that can
+read v. Every domain is a plain range: the paper's log-spaced interval-length domains made presolve take 25-450 s
+on 2 cores, and even exact value sets for the ends (only the slots that read v) made random_layered_n100 at 0.9·P
+take 6.3 s to solve instead of 0.4 s. Constraints:
   - presence ordering: a_v^i => a_v^(i-1), and a_v^i => e_v^(i-1) <= s_v^i (one live instance per node, so a
     reader reads the most recent one, as `simulate` assumes); an absent interval is pinned to its earliest slot;
   - precedence: for every edge (u, v) and every present computation i of v, exactly one computation j of u is
     chosen (a Boolean), and it is present with s_u^j < s_v^i < e_u^j;
-  - one AddCumulative over all intervals, demand = output size, capacity = the budget;
+  - one AddCumulative over all intervals, demand = output size, capacity = the budget; a node with a workspace
+    (temporaries while it is computed) adds a one-slot interval per computation with that demand;
   - objective: minimise the compute of the recomputations, sum w_v a_v^i over i >= 1.
 That is n·C intervals and about |E|·C² Booleans. The model's peak at a computation's slot counts every interval
 covering it, which includes every instance the simulation counts there, so a solution's simulated peak is within
@@ -55,16 +57,16 @@ class _Computation:
 class _Model:
     """The CP-SAT model of one problem, budget and computation limit, with its variables by node."""
 
-    def __init__(self, problem: Problem, budget: int, max_computations: int, minimize: bool):
+    def __init__(self, problem: Problem, budget: int, minimize: bool):
         self.problem = problem
         n, preds, succs = problem.n, problem.preds, problem.succs
         self.model = model = cp_model.CpModel()
-        recomputable = [max_computations > 1 and bool(succs[v]) for v in range(n)]
+        recomputable = [problem.limits[v] > 1 and bool(succs[v]) for v in range(n)]
         # a recomputation of v in stage k helps only if something reads it then or later
         self.last_stage = [max((n - 1 if recomputable[c] else c for c in succs[v]), default=v) for v in range(n)]
         self.computations: list[list[_Computation]] = []
         intervals, demands = [], []
-        scale = reduce(math.gcd, problem.memory, 0) or 1
+        scale = reduce(math.gcd, (*problem.memory, *problem.workspace), 0) or 1
         for v in range(n):
             first = self.slot(v, v)
             last_end = max((self.slot(self.last_stage[c], c) + 1 for c in succs[v]), default=first + 1)
@@ -73,7 +75,7 @@ class _Model:
             computations = [_Computation(first, end, 1)]
             if recomputable[v] and self.last_stage[v] > v:
                 earliest = self.slot(v + 1, v)
-                for i in range(1, max_computations):
+                for i in range(1, problem.limits[v]):
                     a = model.new_bool_var(f"a{v}_{i}")
                     stage = model.new_int_var(v + 1, self.last_stage[v], f"k{v}_{i}")
                     start = n * stage + v
@@ -88,6 +90,10 @@ class _Model:
                     model.add(end == earliest + 1).only_enforce_if(~a)
                     computations.append(_Computation(start, end, a, stage, length))
             demands.extend([problem.memory[v] // scale] * len(computations))
+            if problem.workspace[v]:  # temporaries during each computation: one slot long
+                for i, c in enumerate(computations):
+                    intervals.append(model.new_optional_fixed_size_interval_var(c.start, 1, c.present, f"W{v}_{i}"))
+                    demands.append(problem.workspace[v] // scale)
             self.computations.append(computations)
         self.covers: dict[tuple[int, int, int], list[cp_model.IntVar]] = {}
         for v in range(n):
@@ -176,7 +182,6 @@ class _OnSolution(cp_model.CpSolverSolutionCallback):
 def solve(
     problem: Problem,
     budget: int,
-    max_computations: int,
     *,
     hint: Recomputations | None,
     minimize: bool,
@@ -188,7 +193,7 @@ def solve(
 
     on_solution(recompute) is called for each improving schedule, with the compute of its recomputations.
     """
-    built = _Model(problem, budget, max_computations, minimize)
+    built = _Model(problem, budget, minimize)
     if hint is not None:
         built.add_hint(hint)
     solver = cp_model.CpSolver()

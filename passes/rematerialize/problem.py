@@ -1,8 +1,10 @@
 """The rematerialization problem in index space, and Checkmate's staged grid (Jain et al., MLSys 2020).
 
-A `Problem` is a DAG whose nodes are numbered 0..n-1 in a fixed topological order, with a compute cost and an
-output size per node. On the staged grid, stage k first recomputes some earlier nodes, in ascending order, and
-then computes node k for the first time; a schedule on the grid is the list of those recomputations per stage.
+A `Problem` is a DAG whose nodes are numbered 0..n-1 in a fixed topological order, with a compute cost, an output
+size, a workspace (temporaries while the node is computed) and a limit on the number of computations per node (1 for
+a node whose attribute `recomputable` is False, e.g. a random or mutating operation). On the staged grid, stage k
+first recomputes some earlier nodes, in ascending order, and then computes node k for the first time; a schedule on
+the grid is the list of those recomputations per stage.
 """
 from __future__ import annotations
 
@@ -15,6 +17,9 @@ from numbers import Integral, Real
 import networkx as nx
 
 from .simulate import memory_profile, trace
+
+RECOMPUTABLE = "recomputable"
+"""Node attribute: False forbids recomputing the node (its operation is random or has side effects)."""
 
 Recomputations = Sequence[Sequence[int]]
 """recomputations[k]: the node indices recomputed in stage k, ascending, each below k."""
@@ -29,10 +34,16 @@ class Problem:
     succs: tuple[tuple[int, ...], ...]
     compute: tuple[float, ...]
     memory: tuple[int, ...]
+    workspace: tuple[int, ...]
+    limits: tuple[int, ...]  # how many times each node may be computed
 
     @classmethod
-    def from_graph(cls, graph: nx.DiGraph, order: Sequence[Hashable] | None, compute: str, memory: str) -> Problem:
-        """Validate `graph` and `order` (default: a topological sort) and number the nodes by `order`."""
+    def from_graph(
+        cls, graph: nx.DiGraph, order: Sequence[Hashable] | None, compute: str, memory: str, max_computations: int,
+        workspace: str | None = None,
+    ) -> Problem:
+        """Validate `graph` and `order` (default: a topological sort) and number the nodes by `order`; `workspace`
+        names an optional node attribute (missing: 0)."""
         if not isinstance(graph, nx.DiGraph) or graph.is_multigraph():
             raise TypeError(f"graph must be a networkx.DiGraph, not {type(graph).__name__}")
         if not nx.is_directed_acyclic_graph(graph):
@@ -46,6 +57,10 @@ class Problem:
             succs=tuple(tuple(sorted(index[w] for w in graph.successors(v))) for v in order),
             compute=tuple(_attribute(graph, v, compute, integral=False) for v in order),
             memory=tuple(_attribute(graph, v, memory, integral=True) for v in order),
+            workspace=tuple(
+                _attribute(graph, v, workspace, integral=True) if workspace in graph.nodes[v] else 0 for v in order
+            ),
+            limits=tuple(max_computations if graph.nodes[v].get(RECOMPUTABLE, True) else 1 for v in order),
         )
 
     @property
@@ -64,12 +79,15 @@ class Problem:
 
     @cached_property
     def lower_bound(self) -> int:
-        """No schedule peaks below this: some step holds a node's inputs and its output together."""
-        return max((self.memory[v] + sum(self.memory[u] for u in self.preds[v]) for v in range(self.n)), default=0)
+        """No schedule peaks below this: some step holds a node's inputs, its output and its workspace together."""
+        return max(
+            (self.memory[v] + self.workspace[v] + sum(self.memory[u] for u in self.preds[v]) for v in range(self.n)),
+            default=0,
+        )
 
     def peak(self, steps: Sequence[int]) -> int:
         """Simulated peak memory of `steps` (node indices)."""
-        return max(memory_profile(self.preds.__getitem__, self.memory, steps), default=0)
+        return max(memory_profile(self.preds.__getitem__, self.memory, steps, self.workspace), default=0)
 
     def total_compute(self, steps: Sequence[int]) -> float:
         return math.fsum(self.compute[v] for v in steps)

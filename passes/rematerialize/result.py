@@ -47,6 +47,7 @@ class BudgetInfeasibleError(ValueError):
     budget: the budget asked for. smallest_feasible: the smallest budget for which a schedule was found.
     lower_bound: no schedule can peak below it (the largest node plus its inputs).
     proven: True when no schedule can exist in the solver's model; False when the search only ran out of time.
+    reason: why, in words.
     """
 
     def __init__(self, budget: int, smallest_feasible: int, lower_bound: int, proven: bool, reason: str):
@@ -54,6 +55,7 @@ class BudgetInfeasibleError(ValueError):
         self.smallest_feasible = smallest_feasible
         self.lower_bound = lower_bound
         self.proven = proven
+        self.reason = reason
         super().__init__(
             f"no schedule within the memory budget {budget}: {reason}; the smallest budget found feasible is "
             f"{smallest_feasible} (no schedule can peak below {lower_bound}, the largest node with its inputs)"

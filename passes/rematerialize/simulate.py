@@ -2,8 +2,9 @@
 
 Each step computes one instance of a node. A step reads the most recent instance of each of its inputs; an instance
 stays live from the step that computes it to the last step that reads it. The memory at a step is the sum over the
-instances live at it plus the output being computed; the peak is the largest of these. Linear in the number of
-steps plus the edges they read.
+instances live at it plus the output being computed, plus the node's workspace (temporaries that exist only while
+it is computed; none unless given); the peak is the largest of these. Linear in the number of steps plus the edges
+they read.
 """
 from __future__ import annotations
 
@@ -48,10 +49,17 @@ def trace(inputs: Callable[[Hashable], Iterable[Hashable]], steps: Sequence[Hash
 
 def memory_profile(
     inputs: Callable[[Hashable], Iterable[Hashable]], memory: Mapping[Hashable, int] | Sequence[int],
-    steps: Sequence[Hashable],
+    steps: Sequence[Hashable], workspace: Mapping[Hashable, int] | Sequence[int] | None = None,
 ) -> list[int]:
     """The memory in use at each step of `steps` (see the module docstring)."""
-    tr = trace(inputs, steps)
+    return profile_of(trace(inputs, steps), memory, steps, workspace)
+
+
+def profile_of(
+    tr: Trace, memory: Mapping[Hashable, int] | Sequence[int], steps: Sequence[Hashable],
+    workspace: Mapping[Hashable, int] | Sequence[int] | None = None,
+) -> list[int]:
+    """The memory in use at each step, from the steps' trace."""
     delta = [0] * (len(steps) + 1)  # an instance counts at the steps after its own, up to its last read
     for t, v in enumerate(steps):
         if tr.last_read[t] > t:
@@ -60,17 +68,21 @@ def memory_profile(
     profile, live = [], 0
     for t, v in enumerate(steps):
         live += delta[t]
-        profile.append(live + memory[v])
+        profile.append(live + memory[v] + (workspace[v] if workspace is not None else 0))
     return profile
 
 
-def simulate(graph: nx.DiGraph, steps: Sequence[Hashable], memory: str = "cost_ram") -> int:
-    """Peak memory of running `steps` (node ids of `graph`) with node output sizes from attribute `memory`."""
+def simulate(
+    graph: nx.DiGraph, steps: Sequence[Hashable], memory: str = "cost_ram", workspace: str | None = None
+) -> int:
+    """Peak memory of running `steps` (node ids of `graph`) with node output sizes from attribute `memory` and,
+    if `workspace` names an attribute, temporaries while a node is computed (nodes without it have none)."""
     for t, v in enumerate(steps):
         if v not in graph:
             raise ScheduleError(f"step {t} names {v!r}, which is not a node of the graph")
     sizes = {v: _size(graph, v, memory) for v in set(steps)}
-    return max(memory_profile(graph.predecessors, sizes, steps), default=0)
+    extra = None if workspace is None else {v: graph.nodes[v].get(workspace, 0) for v in set(steps)}
+    return max(memory_profile(graph.predecessors, sizes, steps, extra), default=0)
 
 
 def _size(graph: nx.DiGraph, v: Hashable, memory: str) -> int:

@@ -3,7 +3,7 @@
 Phases, all inside one time limit:
   1. a budget at or above the no-recompute peak needs no recomputation (optimal at once); one below the largest
      node-with-inputs is impossible;
-  2. the greedy evict-and-recompute heuristic (`heuristic.py`) gives a schedule in well under a second;
+  2. the greedy split-and-recompute repair (`heuristic.py`) gives a schedule, in about a second or less;
   3. if it fails, a CP-SAT feasibility phase (the Moccasin model without objective) looks for one;
   4. the optimisation phase (`moccasin.py`) starts from that schedule as its hint and improves it until it is
      proven optimal or the time runs out (then the best schedule found is returned, marked "feasible").
@@ -26,6 +26,7 @@ from .result import BudgetInfeasibleError, Schedule
 HEURISTIC_SECONDS = 2.0
 """The heuristic tries no further ranking exponent after this many seconds (see heuristic.greedy_schedule)."""
 
+
 def schedule(
     graph: nx.DiGraph,
     budget: float,
@@ -33,6 +34,7 @@ def schedule(
     order: Sequence[Hashable] | None = None,
     compute: str = "cost_cpu",
     memory: str = "cost_ram",
+    workspace: str | None = None,
     max_computations: int = 2,
     time_limit: float = 60.0,
     workers: int | None = None,
@@ -40,22 +42,25 @@ def schedule(
 ) -> Schedule:
     """The cheapest schedule of `graph` found whose simulated peak memory is at most `budget`.
 
-    graph: a DAG whose nodes carry a compute cost (attribute `compute`) and an integer output size (`memory`).
+    graph: a DAG whose nodes carry a compute cost (attribute `compute`) and an integer output size (`memory`);
+        `workspace` optionally names an integer attribute of temporaries that exist only while the node is
+        computed (nodes without it have none).
     order: the topological order of first computations (default: a topological sort).
-    max_computations: how many times a node may be computed at most (>= 1).
+    max_computations: how many times a node may be computed at most (>= 1); a node whose attribute
+        "recomputable" is False is computed once.
     time_limit: seconds for the whole call; workers: CP-SAT workers (None: one per core).
     progress: print each phase's result and each improvement to stderr.
     Raises BudgetInfeasibleError when no schedule within the budget is found (its message gives the smallest
     budget found feasible).
     """
     started = time.perf_counter()
-    problem = Problem.from_graph(graph, order, compute, memory)
     budget = _check_arguments(budget, max_computations, time_limit, workers)
+    problem = Problem.from_graph(graph, order, compute, memory, max_computations, workspace)
     deadline = started + time_limit
 
-    first_at = math.nan  # when the first schedule within budget was found
-
-    def finish(recomputations: Recomputations, status: str, found_by: str, found_at: float) -> Schedule:
+    def finish(
+        recomputations: Recomputations, status: str, found_by: str, first_at: float, found_at: float
+    ) -> Schedule:
         steps = staged_steps(recomputations)
         peak = problem.peak(steps)
         if peak > budget:
@@ -78,36 +83,36 @@ def schedule(
             print(f"[remat {time.perf_counter() - started:7.2f} s] {what}", file=sys.stderr)
 
     if budget >= problem.no_recompute_peak:
-        first_at = time.perf_counter()
-        return finish([[] for _ in range(problem.n)], "optimal", "no-recompute", first_at)
+        now = time.perf_counter()
+        return finish([[] for _ in range(problem.n)], "optimal", "no-recompute", now, now)
     if budget < problem.lower_bound:
-        raise _infeasible(problem, budget, max_computations, True, "it is below the largest node with its inputs")
+        raise _infeasible(problem, budget, True, "it is below the largest node with its inputs")
 
-    best = greedy_schedule(problem, budget, max_computations, deadline=started + HEURISTIC_SECONDS)
+    best = greedy_schedule(problem, budget, deadline=started + HEURISTIC_SECONDS)
     found_by, found_at = "heuristic", time.perf_counter()
     first_at = found_at
     if best is not None:
         report(f"heuristic: TDI {_tdi(problem, best):.4%}")
     elif time.perf_counter() >= deadline:
-        raise _infeasible(problem, budget, max_computations, False, f"none found within {time_limit} s")
+        raise _infeasible(problem, budget, False, f"none found within {time_limit} s")
     else:
         report("heuristic found no schedule; CP-SAT feasibility phase")
         result = moccasin.solve(
-            problem, budget, max_computations, hint=None, minimize=False,
+            problem, budget, hint=None, minimize=False,
             time_limit=deadline - time.perf_counter(), workers=workers,
         )
         if result.recomputations is None:
             proven = result.status == "infeasible"
             reason = "no schedule exists with this order and at most " \
                 f"{max_computations} computations per node" if proven else f"none found within {time_limit} s"
-            raise _infeasible(problem, budget, max_computations, proven, reason)
+            raise _infeasible(problem, budget, proven, reason)
         best = drop_unread_recomputations(problem, result.recomputations)
         found_by, found_at = "cp-sat", time.perf_counter()
         first_at = found_at
         report(f"feasibility phase: TDI {_tdi(problem, best):.4%}")
 
     if time.perf_counter() >= deadline:
-        return finish(best, "feasible", found_by, found_at)
+        return finish(best, "feasible", found_by, first_at, found_at)
     improved_at: list[float] = []
 
     def on_solution(recompute: float) -> None:
@@ -115,24 +120,24 @@ def schedule(
         report(f"CP-SAT: TDI {recompute / problem.base_compute:.4%}" if problem.base_compute else "CP-SAT: TDI 0")
 
     result = moccasin.solve(
-        problem, budget, max_computations, hint=best, minimize=True,
+        problem, budget, hint=best, minimize=True,
         time_limit=deadline - time.perf_counter(), workers=workers, on_solution=on_solution,
     )
     if result.recomputations is None:
-        return finish(best, "feasible", found_by, found_at)
+        return finish(best, "feasible", found_by, first_at, found_at)
     improved = drop_unread_recomputations(problem, result.recomputations)
     if _total(problem, improved) < _total(problem, best):
         best, found_by, found_at = improved, "cp-sat", improved_at[-1]
-    return finish(best, result.status, found_by, found_at)
+    return finish(best, result.status, found_by, first_at, found_at)
 
 
-def smallest_feasible_budget(problem: Problem, max_computations: int, tolerance: float = 1e-3) -> int:
+def smallest_feasible_budget(problem: Problem, tolerance: float = 1e-3) -> int:
     """The smallest budget, to `tolerance` of the no-recompute peak, for which the heuristic finds a schedule."""
     low, high = problem.lower_bound, problem.no_recompute_peak  # the no-recompute peak always fits
     step = max(1, int(tolerance * high))
     while high - low > step:
         middle = (low + high) // 2
-        if greedy_schedule(problem, middle, max_computations, deadline=0.0) is None:
+        if greedy_schedule(problem, middle, deadline=0.0) is None:
             low = middle
         else:
             high = middle
@@ -140,10 +145,10 @@ def smallest_feasible_budget(problem: Problem, max_computations: int, tolerance:
 
 
 def _infeasible(
-    problem: Problem, budget: int, max_computations: int, proven: bool, reason: str
+    problem: Problem, budget: int, proven: bool, reason: str
 ) -> BudgetInfeasibleError:
     return BudgetInfeasibleError(
-        budget, smallest_feasible_budget(problem, max_computations), problem.lower_bound, proven, reason
+        budget, smallest_feasible_budget(problem), problem.lower_bound, proven, reason
     )
 
 

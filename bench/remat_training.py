@@ -1,0 +1,159 @@
+"""Training-step memory and time: eager, per-block checkpointing, torch.compile's memory budget, and tcomp.
+
+For each model (ResNet-18 at batch 32 with 3×224×224 images and a cross-entropy loss; the GPT-2-small-style
+stack at batch 4 × 256 tokens with its language-model loss) it measures one training step (forward, loss,
+backward, gradients set to None before) four ways:
+  - eager: the model as is;
+  - checkpoint: every residual / transformer block wrapped in `torch.utils.checkpoint` (non-reentrant);
+  - torch.compile: Inductor with `torch._functorch.config.activation_memory_budget` set to the budget;
+  - tcomp: `rematerialize_module(model, inputs, budget)`.
+Peak memory is `measure_peak_memory` (profiler memory events on CPU: bytes allocated during the step above what
+existed before it); step time is the median of --steps timed steps after a warm-up step. Gradients of tcomp's
+module are compared with eager's. Results print as a markdown table and go to bench/results/remat_training.json.
+
+    python bench/remat_training.py                       # both models, budget 0.6: about half an hour here
+    python bench/remat_training.py --models resnet18 --steps 2 --skip-compile
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import statistics
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from tcomp.passes.rematerialize import measure_peak_memory, rematerialize_module
+from tcomp.zoo import get_entry
+
+ROOT = Path(__file__).resolve().parents[1]
+BATCH = {"resnet18": 32, "gpt2_small": 4}
+
+
+class Checkpointed(nn.Module):
+    """A block whose activations are recomputed in the backward pass (torch.utils.checkpoint)."""
+
+    def __init__(self, block: nn.Module):
+        super().__init__()
+        self.block = block
+
+    def forward(self, x):
+        return checkpoint(self.block, x, use_reentrant=False)
+
+
+def checkpoint_blocks(name: str, model: nn.Module) -> nn.Module:
+    model = copy.deepcopy(model)
+    stages = [model.layer1, model.layer2, model.layer3, model.layer4] if name == "resnet18" else [model.h]
+    for stage in stages:
+        for i, block in enumerate(stage):
+            stage[i] = Checkpointed(block)
+    return model
+
+
+def loss_function(name: str, inputs: tuple):
+    if name == "resnet18":
+        labels = torch.arange(inputs[0].shape[0]) % 1000
+        return lambda logits: F.cross_entropy(logits, labels)
+    (ids,) = inputs
+    return lambda logits: F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1))
+
+
+def measure(module: nn.Module, params: nn.Module, inputs: tuple, loss, steps: int) -> dict:
+    def step():
+        params.zero_grad(set_to_none=True)
+        outputs = module(*inputs)
+        loss(outputs).backward()
+
+    started = time.perf_counter()
+    step()  # warm-up (and, for torch.compile, compilation)
+    first = time.perf_counter() - started
+    peak = measure_peak_memory(step)
+    times = []
+    for _ in range(steps):
+        started = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - started)
+    return {"peak": peak, "step_time": statistics.median(times), "first_step_time": first, "step_times": times}
+
+
+def gradients(module: nn.Module, params: nn.Module, inputs: tuple, loss, state: dict) -> list[torch.Tensor]:
+    params.load_state_dict(state)
+    params.zero_grad(set_to_none=True)
+    loss(module(*inputs)).backward()
+    return [p.grad.clone() for p in params.parameters()]
+
+
+def run_model(name: str, budget: float, steps: int, time_limit: float, skip_compile: bool) -> dict:
+    entry = get_entry(name)
+    model = entry.build().train()
+    inputs = entry.example_inputs(batch=BATCH[name])
+    loss = loss_function(name, inputs)
+    state = copy.deepcopy(model.state_dict())
+    rows = {"eager": measure(model, model, inputs, loss, steps)}
+    print(f"{name} eager: {rows['eager']}", flush=True)
+
+    blocks = checkpoint_blocks(name, model)
+    rows["checkpoint"] = measure(blocks, blocks, inputs, loss, steps)
+    print(f"{name} checkpoint: {rows['checkpoint']}", flush=True)
+
+    if not skip_compile:
+        compiled_model = copy.deepcopy(model)
+        with torch._functorch.config.patch(activation_memory_budget=budget):
+            compiled = torch.compile(compiled_model)
+            rows["torch.compile"] = measure(compiled, compiled_model, inputs, loss, steps)
+        print(f"{name} torch.compile: {rows['torch.compile']}", flush=True)
+
+    model.load_state_dict(state)
+    started = time.perf_counter()
+    remat = rematerialize_module(model, inputs, budget, time_limit=time_limit, loss=loss)
+    compile_time = time.perf_counter() - started
+    rows["tcomp"] = measure(remat, model, inputs, loss, steps)
+    rows["tcomp"]["compile_time"] = compile_time
+    rows["tcomp"]["report"] = remat.remat_report.to_dict()
+    reference = gradients(model, model, inputs, loss, state)
+    ours = gradients(remat, model, inputs, loss, state)
+    rows["tcomp"]["max_relative_grad_error"] = max(
+        ((a - b).abs().max() / a.abs().max().clamp_min(1e-30)).item() for a, b in zip(reference, ours)
+    )
+    print(f"{name} tcomp: {rows['tcomp']}", flush=True)
+    return {"batch": BATCH[name], "budget": budget, "rows": rows}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default="resnet18,gpt2_small")
+    parser.add_argument("--budget", type=float, default=0.6, help="fraction of eager's measured peak")
+    parser.add_argument("--steps", type=int, default=5, help="timed steps per configuration (median)")
+    parser.add_argument("--time-limit", type=float, default=120.0, help="seconds per tcomp solve")
+    parser.add_argument("--skip-compile", action="store_true", help="leave out torch.compile (slow to compile)")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "remat_training.json")
+    args = parser.parse_args(argv)
+
+    results = {}
+    for name in args.models.split(","):
+        results[name] = run_model(name, args.budget, args.steps, args.time_limit, args.skip_compile)
+    print(f"\nBudget {args.budget} of eager's measured peak; {os.cpu_count()} cores, "
+          f"{torch.get_num_threads()} torch threads; load average {os.getloadavg()[0]:.1f}\n")
+    print("| model | configuration | peak MB | peak / eager | step s | step / eager | compile s |")
+    print("|---|---|---|---|---|---|---|")
+    for name, result in results.items():
+        eager = result["rows"]["eager"]
+        for config, row in result["rows"].items():
+            compile_s = row.get("compile_time", row["first_step_time"] - row["step_time"])
+            print(f"| {name} (batch {result['batch']}) | {config} | {row['peak'] / 2**20:.0f} | "
+                  f"{row['peak'] / eager['peak']:.2f} | {row['step_time']:.2f} | "
+                  f"{row['step_time'] / eager['step_time']:.2f} | {max(compile_s, 0):.0f} |")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"budget": args.budget, "steps": args.steps, "cpu_count": os.cpu_count(),
+                                    "finished": time.strftime("%Y-%m-%d %H:%M:%S"), "models": results}, indent=1))
+    print(f"\nwritten to {args.out}")
+
+
+if __name__ == "__main__":
+    main()
