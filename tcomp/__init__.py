@@ -3,11 +3,11 @@
 ``tcomp.compile(model)`` traces a model into a tensor-network IR, optimises it with a pipeline of passes and
 returns an ordinary ``nn.Module``. See README.md and docs/.
 """
-from .api import CompiledModule, OptionNotAvailableError, TcompWarning, compile
+from .api import CompiledModule, TcompWarning, compile
 from .capture import CaptureError
 from .heal import HealConfig
 from .passmanager import VerificationError
 
 __version__ = "0.1.0"
-__all__ = ["compile", "CompiledModule", "CaptureError", "HealConfig", "TcompWarning", "OptionNotAvailableError",
+__all__ = ["compile", "CompiledModule", "CaptureError", "HealConfig", "TcompWarning",
            "VerificationError", "__version__"]

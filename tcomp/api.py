@@ -48,10 +48,6 @@ class TcompWarning(UserWarning):
     """tcomp fell back to eager execution (the message says why)."""
 
 
-class OptionNotAvailableError(ValueError):
-    """An option whose pass is not part of this release."""
-
-
 @dataclass
 class Options:
     tolerance: float | None = None
@@ -78,7 +74,9 @@ class Options:
         if self.backend not in BACKENDS:
             raise ValueError(f"backend={self.backend!r}: choose one of {BACKENDS}")
         if self.memory_budget is not None:
-            raise OptionNotAvailableError("memory_budget= needs the rematerialize pass, not in this version yet")
+            from tcomp.passes.rematerialize.training import check_budget
+
+            check_budget(self.memory_budget)
         if self.approximate:
             if self.calibration is None:
                 raise ValueError("tolerance= / target_speedup= need calibration= (an iterable of at least 2 input "
@@ -396,15 +394,28 @@ def build(model: nn.Module, flat: tuple, signature: inspect.Signature, opts: Opt
     modules = _submodules(cap.gm)
     gm = emit(result.program, modules)
     timings["emit"] = time.perf_counter() - t0
-    runner, backend_notes = _backend(opts.backend, result.program, modules, gm, example, timings)
     batch_dims = {(tensor_positions[p], d) for p, d in cap.batch_inputs}
+    remat = None
+    if opts.memory_budget is not None and _trains(model):
+        runner, remat = _rematerialized(model, signature, flat, gm, example, opts.memory_budget)
+        backend_notes = [f"memory_budget={opts.memory_budget}: the training step runs rematerialized forward and "
+                         f"backward graphs (eager backend), specialised to the example shapes"]
+        timings["rematerialize"] = remat["compile_time"]
+        batch_dims = set()
+    else:
+        runner, backend_notes = _backend(opts.backend, result.program, modules, gm, example, timings)
+        if opts.memory_budget is not None:
+            backend_notes.append(f"memory_budget={opts.memory_budget} applies to training: this signature runs "
+                                 f"in eval mode or without gradients, so nothing is rematerialized")
     report = CompileReport(
         name, capture=cap.method, batch_symbolic=bool(cap.batch_inputs), example_batch=cap.example_batch,
         notes=list(cap.notes), passes=result.reports, snapshots=result.snapshots,
         flops_before=result.reports[0].flops_before if result.reports else 0,
         flops_after=result.reports[-1].flops_after if result.reports else 0, timings=timings,
-        backend="inductor" if runner is not gm else "eager")
+        backend="inductor" if remat is None and runner is not gm else "eager")
     report.notes += backend_notes
+    if remat is not None:
+        report.extra["memory"] = remat
     state = _StateGuard.of(model, list(result.program.constants))
     return _Artifact(_Guard.of(flat, model.training, batch_dims), report, gm, result.program, state, runner,
                      ctx.cache.get("selection"))
@@ -433,6 +444,22 @@ def _backend(choice: str, program, modules, gm: fx.GraphModule, example: tuple, 
     note = (f"backend auto: eager {t_eager * 1e3:.3f} ms, inductor {t_ind * 1e3:.3f} ms per call on the example "
             f"inputs; using {'inductor' if t_ind < t_eager else 'eager'}")
     return (runner if t_ind < t_eager else gm), [note]
+
+
+def _trains(model: nn.Module) -> bool:
+    return model.training and torch.is_grad_enabled() and any(p.requires_grad for p in model.parameters())
+
+
+def _rematerialized(model: nn.Module, signature: inspect.Signature, flat: tuple, gm: fx.GraphModule,
+                    example: tuple, budget: float | int) -> tuple[Callable, dict]:
+    """The emitted module's training step rematerialized under ``budget`` (a fraction of the original model's
+    measured peak, or bytes): issue 5's Moccasin schedule turned into forward/backward graphs. Returns the runner
+    and its RematReport as a dict."""
+    from tcomp.passes.rematerialize import rematerialize_module
+
+    args, kwargs = rebuild_call(signature, flat)
+    module = rematerialize_module(gm, example, budget, reference=lambda *_: model(*args, **kwargs))
+    return module, module.remat_report.to_dict()
 
 
 def rebuild_call(signature: inspect.Signature, flat: tuple) -> tuple[tuple, dict]:
@@ -507,7 +534,9 @@ def compile(model: Any = None, example_inputs: Any = None, *, tolerance: float |
 
     Approximate compilation: ``tolerance=0.02, calibration=batches`` (``metric`` "relative_l2", "cosine" or a
     callable), or ``target_speedup=1.5``; ``heal=True`` or a :class:`tcomp.HealConfig` distils the factors;
-    ``structures`` the structured methods to try (default ``("asvd", "monarch", "btt")``). See docs/passes/select.md.
+    ``structures`` the structured methods to try (default ``("asvd", "monarch", "btt")``). ``memory_budget`` (a
+    fraction of eager's measured peak, or bytes) rematerializes the training step under that budget. See
+    docs/usage.md and docs/passes/.
     """
     opts = Options(tolerance=tolerance, calibration=calibration, metric=metric, target_speedup=target_speedup,
                    heal=heal, structures=structures, memory_budget=memory_budget, kernels=kernels, strict=strict,
@@ -561,4 +590,4 @@ def _compiled_function(fn: Callable, opts: Options) -> Callable:
     return wrapper
 
 
-__all__ = ["compile", "CompiledModule", "CaptureError", "TcompWarning", "OptionNotAvailableError"]
+__all__ = ["compile", "CompiledModule", "CaptureError", "TcompWarning"]

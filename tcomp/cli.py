@@ -3,6 +3,7 @@
     tcomp zoo                                   # the built-in models
     tcomp inspect zoo:mlp                       # the IR before/after each pass, costs, trees, emitted code
     tcomp inspect model.py:make --input 8x3x224x224 --format json
+    tcomp inspect zoo:resnet18 --batch 8 --memory-budget 0.6 --format html > resnet18.html
     tcomp bench                                 # the default zoo subset: eager vs torch.compile vs tcomp
     tcomp bench zoo:resnet18 zoo:peps --batch 16
 """
@@ -55,6 +56,8 @@ def cmd_zoo(args) -> int:
 def cmd_inspect(args) -> int:
     import tcomp
 
+    from .inspect_html import memory_text, page
+    from .passes.rematerialize import BudgetInfeasibleError
     from .targets import TargetError, resolve
 
     try:
@@ -62,16 +65,33 @@ def cmd_inspect(args) -> int:
     except TargetError as e:
         print(f"tcomp: {e}", file=sys.stderr)
         return 2
-    compiled = tcomp.compile(target.model, target.inputs, passes=_pass_selection(args), strict=True,
-                             kernels="triton" if args.kernels else "auto", backend="eager")
+    options = {}
+    if args.memory_budget is not None:
+        try:
+            options["memory_budget"] = parse_budget(args.memory_budget)
+        except ValueError as e:
+            print(f"tcomp: {e}", file=sys.stderr)
+            return 2
+        target.model.train()
+    try:
+        compiled = tcomp.compile(target.model, target.inputs, passes=_pass_selection(args), strict=True,
+                                 kernels="triton" if args.kernels else "auto", backend="eager", **options)
+    except BudgetInfeasibleError as e:
+        print(f"tcomp: {e}", file=sys.stderr)
+        return 2
     report = compiled.report
     code = compiled.code
+    memory = report.extra.get("memory")
     if args.format == "json":
         out = {"target": args.target,
                "inputs": [list(t.shape) for t in target.inputs if isinstance(t, torch.Tensor)],
                "snapshots": [{"after": name, "program": text} for name, text in report.snapshots],
                "report": report.to_dict(), "code": code}
         print(json.dumps(out, indent=2))
+        return 0
+    summary = report.explain().split("\n\n")[0]
+    if args.format == "html":
+        print(page(f"tcomp inspect {args.target}", summary, report.snapshots, code, memory))
         return 0
     shapes = ", ".join(f"{str(t.dtype).replace('torch.', '')}{list(t.shape)}" for t in target.inputs
                        if isinstance(t, torch.Tensor))
@@ -86,10 +106,26 @@ def cmd_inspect(args) -> int:
         print(text)
     print("\n-- emitted code --")
     print(code.strip("\n"))
+    if memory:
+        print("\n-- memory (training step) --")
+        print(memory_text(memory))
     print("\n-- report --")
-    summary = report.explain().split("\n\n")[0]
     print(summary)
     return 0
+
+
+def parse_budget(text: str) -> float | int:
+    """``0.6`` (a fraction of eager's peak), ``500000000`` or ``512MiB`` / ``2GB`` (bytes)."""
+    units = {"kib": 2**10, "mib": 2**20, "gib": 2**30, "kb": 10**3, "mb": 10**6, "gb": 10**9, "b": 1}
+    t = text.strip().lower()
+    for unit, factor in units.items():
+        if t.endswith(unit):
+            return int(float(t[:-len(unit)]) * factor)
+    try:
+        value = float(t)
+    except ValueError:
+        raise ValueError(f"--memory-budget {text!r}: give a fraction such as 0.6 or bytes such as 512MiB") from None
+    return value if value <= 1 else int(value)
 
 
 def cmd_bench(args) -> int:
@@ -127,7 +163,10 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("inspect", help="show the IR before and after each pass, and the emitted code")
     p.add_argument("target", help="zoo:NAME, path/to/file.py:factory or package.module:factory")
     _add_target_options(p)
-    p.add_argument("--format", choices=("text", "json"), default="text")
+    p.add_argument("--format", choices=("text", "json", "html"), default="text",
+                   help="html: a self-contained page (IR per pass, code, the memory plot under --memory-budget)")
+    p.add_argument("--memory-budget", metavar="BUDGET",
+                   help="rematerialize the training step: a fraction of eager's peak (0.6) or bytes (512MiB)")
     p.add_argument("--kernels", action="store_true",
                    help="compile with kernels='triton' and show the generated kernel sources (on CPU this needs "
                         "TRITON_INTERPRET=1)")

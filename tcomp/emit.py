@@ -56,6 +56,7 @@ class _Emitter:
         self._casts: dict[tuple[str, torch.dtype], fx.Node] = {}
         self.kernels: list[tuple[str, tuple[str, ...]]] = []  # (equation, epilogue signature) of Triton steps
         self._epilogue_fused = False
+        self._planned_layout: set[int] = set()  # ids of values whose strides a network plan chose (maybe permuted)
 
     def run(self) -> fx.GraphModule:
         self.named_nodes: dict[str, fx.Node] = {}  # value name -> the node that holds it (for calibration)
@@ -66,8 +67,11 @@ class _Emitter:
         for op in self.p.ops:
             if isinstance(op, Network):
                 node = self._network(op)
+                self._planned_layout.add(id(op.out))
             elif isinstance(op, Pointwise):
                 node = self.graph.call_function(op.target, self._args(op.args), self._args(op.kwargs))
+                if any(id(a) in self._planned_layout for a in pytree.tree_leaves(op.args)):
+                    self._planned_layout.add(id(op.out))  # a pointwise op keeps its input's strides
             else:
                 node = self._call(op)
             if node.op != "placeholder" and node.op != "get_attr" and node not in self._named:
@@ -97,8 +101,8 @@ class _Emitter:
         if not isinstance(x, Value):
             return x
         n = self.node(x)
-        if x.is_tensor and x.stride_order is not None:
-            return self.graph.call_method("contiguous", (n,))
+        if x.is_tensor and (x.stride_order is not None or id(x) in self._planned_layout):
+            return self.graph.call_method("contiguous", (n,))  # eager returns these contiguous; a no-op if so
         return n
 
     def _call(self, op: Call) -> fx.Node:

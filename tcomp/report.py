@@ -60,6 +60,12 @@ class CompileReport:
                      f"compile time {self.compile_time_s:.2f} s")
         for n in self.notes:
             lines.append(f"  note: {n}")
+        memory = self.extra.get("memory")
+        if memory:
+            lines.append(f"  memory: training step peak {_mib(memory['eager_peak'])} eager -> "
+                         f"{_mib(memory['measured_peak'])} measured (budget {_mib(memory['budget'])}); "
+                         f"{memory['recomputed']} recomputation(s), +{100 * memory['tdi']:.1f}% compute (TDI), "
+                         f"solver {memory['solver_status']} in {memory['solver_time']:.2f} s")
         fb, fa = self.flops_at("before"), self.flops_at("after")
         lines.append(f"  FLOPs per call at the example batch: {fb:,} -> {fa:,}" if fb is not None else "")
         for p in self.passes:
@@ -71,3 +77,7 @@ class CompileReport:
             lines.append("")
             lines.append(self.snapshots[-1][1])
         return "\n".join(line for line in lines if line is not None)
+
+
+def _mib(nbytes: int) -> str:
+    return f"{nbytes / 2**20:.1f} MiB"

@@ -21,6 +21,7 @@ import functools
 from typing import Callable
 
 import torch
+from torch._subclasses.fake_tensor import is_fake
 import torch.nn as nn
 
 
@@ -61,6 +62,8 @@ class CachedFunction(nn.Module):
         return self.fn(*inputs)
 
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        if any(is_fake(t) for t in inputs):  # traced (AOTAutograd, export): the graph computes it on each call
+            return self.compute(*inputs)
         key = tuple((t.data_ptr(), t._version, t.dtype, t.device) for t in inputs)
         if self._cache is None or key != self._key:
             with torch.no_grad():

@@ -7,7 +7,10 @@ result counts only what is allocated while `fn` runs, above what was allocated b
 """
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Callable
+from contextlib import contextmanager
 
 import torch
 from torch.autograd import DeviceType
@@ -26,8 +29,14 @@ def measure_peak_memory(fn: Callable[[], object], device: torch.device | str = "
         return max(torch.cuda.max_memory_allocated(device) - before, 0)
     if device.type != "cpu":
         raise ValueError(f"measure_peak_memory supports cpu and cuda devices, not {device.type}")
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+    prof = profile(activities=[ProfilerActivity.CPU], profile_memory=True)
+    with _native_stderr_silenced():  # Kineto prints a line to stderr on each start and stop
+        prof.start()
+    try:
         fn()
+    finally:
+        with _native_stderr_silenced():
+            prof.stop()
     events = sorted(  # stable: events at the same nanosecond keep their recorded order
         ((e.start_ns(), e.nbytes()) for e in prof.profiler.kineto_results.events()
          if e.name() == "[memory]" and e.device_type() == DeviceType.CPU),
@@ -38,3 +47,18 @@ def measure_peak_memory(fn: Callable[[], object], device: torch.device | str = "
         current += nbytes
         peak = max(peak, current)
     return peak
+
+
+@contextmanager
+def _native_stderr_silenced():
+    """File descriptor 2 points to /dev/null inside the block (silences C++ logging that Python cannot filter)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)

@@ -94,12 +94,15 @@ def rematerialize_module(
     time_limit: float = 60.0,
     loss: Callable[[object], torch.Tensor] | None = None,
     report: Callable[[RematReport], None] | None = None,
+    reference: Callable | None = None,
 ) -> RematerializedModule:
     """`model` with a training step rematerialized to a measured peak memory of at most `budget`.
 
     budget: a fraction of eager's measured peak (float in (0, 1]) or bytes (int).
     time_limit: seconds for each solve. loss: the scalar the measured steps differentiate (default: the sum of
     every floating output). report: called with the RematReport, which is also the module's `remat_report`.
+    reference: what "eager" means for a fractional budget, called on the same inputs (default: `model`; tcomp.compile
+    passes the user's original model when `model` is tcomp's emitted module).
     Measuring runs training steps; the model's gradients and buffers are restored afterwards.
     Raises BudgetInfeasibleError (in step bytes) when the solver finds no schedule within the budget; warns when
     the step still measures above the budget after ATTEMPTS tries.
@@ -109,11 +112,11 @@ def rematerialize_module(
     from torch._functorch.aot_autograd import aot_module_simplified
 
     started = time.perf_counter()
-    _check_budget(budget)
+    check_budget(budget)
     inputs = tuple(example_inputs)
     loss = loss or _sum_of_outputs
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
-    eager_peak = _measure_step(model, model, inputs, loss, device)
+    eager_peak = _measure_step(reference or model, model, inputs, loss, device)
     target = int(budget * eager_peak) if isinstance(budget, float) else budget
     loss_bytes = _loss_bytes(model, inputs, loss, device)
     unmodelled: int | None = None
@@ -189,7 +192,7 @@ class _FlatOutputs(nn.Module):
         return tuple(leaves)
 
 
-def _measure_step(module: nn.Module, model: nn.Module, inputs: tuple, loss: Callable, device: torch.device) -> int:
+def _measure_step(module: Callable, model: nn.Module, inputs: tuple, loss: Callable, device: torch.device) -> int:
     def step() -> None:
         outputs = module(*inputs)  # held through the backward pass, as a training loop holds its outputs
         loss(outputs).backward()
@@ -241,7 +244,8 @@ def _sum_of_outputs(outputs: object) -> torch.Tensor:
     return sum(t.sum() for t in leaves)
 
 
-def _check_budget(budget: float | int) -> None:
+def check_budget(budget: float | int) -> None:
+    """Raise TypeError / ValueError unless `budget` is a fraction in (0, 1] or a positive number of bytes."""
     if isinstance(budget, bool) or not isinstance(budget, (int, float)):
         raise TypeError(f"budget must be a float fraction of eager's peak or an int of bytes, got {budget!r}")
     if isinstance(budget, float) and not 0.0 < budget <= 1.0:
