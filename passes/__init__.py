@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from tcomp.passmanager import Pass
 
-from . import (algebraic, contraction_order, cse, epilogue, fold_bn, fuse_networks, layout, precision, select,
+from . import (algebraic, contraction_order, conv_calls, cse, epilogue, fold_bn, fuse_networks, layout, precision, select,
                structured, triton_codegen, tucker)
 
 
@@ -18,4 +18,4 @@ def pipeline() -> list[Pass]:
     rewrites, then planning and code generation."""
     return [cse.PASS, algebraic.PASS, fuse_networks.PASS,
             structured.PASS, precision.PASS, tucker.PASS, select.PASS,
-            fold_bn.PASS, epilogue.PASS, layout.PASS, contraction_order.PASS, triton_codegen.PASS]
+            fold_bn.PASS, conv_calls.PASS, epilogue.PASS, layout.PASS, contraction_order.PASS, triton_codegen.PASS]

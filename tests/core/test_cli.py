@@ -26,7 +26,7 @@ def test_inspect_json(capsys):
     assert main(["inspect", "zoo:tt_net", "--batch", "2", "--format", "json"]) == 0
     d = json.loads(capsys.readouterr().out)
     assert [s["after"] for s in d["snapshots"]] == ["lowered", "cse", "algebraic", "fuse_networks", "fold_bn",
-                                                    "epilogue", "layout", "contraction_order", "triton_codegen"]
+                                                    "conv_calls", "epilogue", "layout", "contraction_order", "triton_codegen"]
     assert d["report"]["status"] == "compiled" and "def forward" in d["code"]
 
 

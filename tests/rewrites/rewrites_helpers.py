@@ -13,7 +13,7 @@ import tcomp
 import tcomp.passes
 from tcomp.ir import Call
 from tcomp.numerics import compare
-from tcomp.passes import algebraic, contraction_order, cse, epilogue, fold_bn, fuse_networks, layout
+from tcomp.passes import algebraic, contraction_order, conv_calls, cse, epilogue, fold_bn, fuse_networks, layout
 from tcomp.passmanager import Pass
 
 
@@ -24,9 +24,9 @@ def layout_pass(choice: str) -> Pass:
 
 
 def simplify_passes(layout_choice: str = "channels_last") -> list[Pass]:
-    """All rewrite passes in the order they are registered, then fuse_networks and contraction_order."""
-    return [cse.PASS, fold_bn.PASS, algebraic.PASS, epilogue.PASS, layout_pass(layout_choice), fuse_networks.PASS,
-            contraction_order.PASS]
+    """The exact passes in the pipeline's order (tcomp.passes.pipeline), with the layout decision fixed."""
+    return [cse.PASS, algebraic.PASS, fuse_networks.PASS, fold_bn.PASS, conv_calls.PASS, epilogue.PASS,
+            layout_pass(layout_choice), contraction_order.PASS]
 
 
 @contextlib.contextmanager

@@ -10,8 +10,8 @@ from rewrites_helpers import assert_forward_equal, compiled, report_of, simplify
 
 from tcomp.zoo import get_entry
 
-REWRITES = ("cse", "fold_bn", "algebraic", "epilogue", "layout")
-CHANGED_BY = {"resnet18": {"fold_bn", "layout"}, "resnet50": {"fold_bn", "epilogue", "layout"},
+REWRITES = ("cse", "fold_bn", "conv_calls", "algebraic", "epilogue", "layout")
+CHANGED_BY = {"resnet18": {"fold_bn", "layout"}, "resnet50": {"fold_bn", "conv_calls", "layout"},
               "vit_tiny": {"epilogue", "layout"}, "minilm": {"cse", "epilogue"}, "mlp": set()}
 
 
