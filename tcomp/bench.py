@@ -125,9 +125,10 @@ def format_table(results: list[BenchResult]) -> str:
         for v in r.variants:
             if v.name not in names:
                 names.append(v.name)
-    header = ["model"] + [f"{n} ms (×eager)" for n in names] + ["tcomp max abs / rel err"] + \
-        [f"compile s ({', '.join(n for n in names if n != 'eager')})"]
     tcomp_names = [n for n in names if n.startswith("tcomp")]
+    versus = "torch.compile" in names and bool(tcomp_names)
+    header = ["model"] + [f"{n} ms (×eager)" for n in names] + (["best tcomp ×torch.compile"] if versus else []) + \
+        ["tcomp max abs / rel err"] + [f"compile s ({', '.join(n for n in names if n != 'eager')})"]
     rows = [header]
     for r in results:
         by = {v.name: v for v in r.variants}
@@ -140,6 +141,8 @@ def format_table(results: list[BenchResult]) -> str:
                 row.append("failed")
             else:
                 row.append(f"{v.median_ms:.2f} ({v.ratio:.2f}×)")
+        if versus:
+            row.append(_versus_torch_compile(by, tcomp_names))
         errs = [by[n] for n in tcomp_names if by.get(n) and by[n].max_abs_err is not None]
         row.append(f"{max(v.max_abs_err for v in errs):.1e} / {max(v.max_rel_err for v in errs):.1e}" if errs
                    else "-")
@@ -154,3 +157,13 @@ def format_table(results: list[BenchResult]) -> str:
         lines.append("")
         lines += [f"failed: {e}" for e in errors]
     return "\n".join(lines)
+
+
+def _versus_torch_compile(by: dict[str, VariantResult], tcomp_names: list[str]) -> str:
+    """The fastest tcomp variant's speed relative to torch.compile (above 1: tcomp is faster)."""
+    reference = by.get("torch.compile")
+    timed = [by[n] for n in tcomp_names if by.get(n) and by[n].median_ms]
+    if reference is None or not reference.median_ms or not timed:
+        return "-"
+    best = min(timed, key=lambda v: v.median_ms)
+    return f"{reference.median_ms / best.median_ms:.2f}× ({best.name.removeprefix('tcomp ').strip('()')})"
