@@ -7,6 +7,8 @@ backward, gradients set to None before) four ways:
   - checkpoint: every residual / transformer block wrapped in `torch.utils.checkpoint` (non-reentrant);
   - torch.compile: Inductor with `torch._functorch.config.activation_memory_budget` set to the budget;
   - tcomp: `rematerialize_module(model, inputs, budget)`.
+When the budget is infeasible for tcomp (BudgetInfeasibleError), tcomp runs at the smallest budget the solver
+found feasible (plus 0.5%), and the table says so.
 Peak memory is `measure_peak_memory` (profiler memory events on CPU: bytes allocated during the step above what
 existed before it); step time is the median of --steps timed steps after a warm-up step. Gradients of tcomp's
 module are compared with eager's. Results print as a markdown table and go to bench/results/remat_training.json.
@@ -29,7 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from tcomp.passes.rematerialize import measure_peak_memory, rematerialize_module
+from tcomp.passes.rematerialize import BudgetInfeasibleError, measure_peak_memory, rematerialize_module
 from tcomp.zoo import get_entry
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -111,11 +113,21 @@ def run_model(name: str, budget: float, steps: int, time_limit: float, skip_comp
 
     model.load_state_dict(state)
     started = time.perf_counter()
-    remat = rematerialize_module(model, inputs, budget, time_limit=time_limit, loss=loss)
+    infeasible = None
+    try:
+        remat = rematerialize_module(model, inputs, budget, time_limit=time_limit, loss=loss)
+    except BudgetInfeasibleError as error:  # then at the smallest budget the solver found feasible (in bytes)
+        infeasible = {"message": str(error), "smallest_feasible": error.smallest_feasible,
+                      "lower_bound": error.lower_bound}
+        print(f"{name} tcomp at {budget}: {error}", flush=True)
+        model.load_state_dict(state)
+        remat = rematerialize_module(model, inputs, int(error.smallest_feasible * 1.005), time_limit=time_limit,
+                                     loss=loss)
     compile_time = time.perf_counter() - started
     rows["tcomp"] = measure(remat, model, inputs, loss, steps)
     rows["tcomp"]["compile_time"] = compile_time
     rows["tcomp"]["report"] = remat.remat_report.to_dict()
+    rows["tcomp"]["infeasible_at_budget"] = infeasible
     reference = gradients(model, model, inputs, loss, state)
     ours = gradients(remat, model, inputs, loss, state)
     rows["tcomp"]["max_relative_grad_error"] = max(
@@ -146,6 +158,8 @@ def main(argv: list[str] | None = None) -> None:
         eager = result["rows"]["eager"]
         for config, row in result["rows"].items():
             compile_s = row.get("compile_time", row["first_step_time"] - row["step_time"])
+            if row.get("infeasible_at_budget"):
+                config = f"{config} (budget {row['report']['budget'] / 2**20:.0f} MB: {args.budget} infeasible)"
             print(f"| {name} (batch {result['batch']}) | {config} | {row['peak'] / 2**20:.0f} | "
                   f"{row['peak'] / eager['peak']:.2f} | {row['step_time']:.2f} | "
                   f"{row['step_time'] / eager['step_time']:.2f} | {max(compile_s, 0):.0f} |")

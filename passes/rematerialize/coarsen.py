@@ -3,11 +3,15 @@
 Every operation of the joint graph joins one group:
   - a view (an op whose output aliases its input's storage: view, t, permute, expand, slice, detach, ...) and the
     getitem taking one result of a multi-output op join the group of their source; both are free;
-  - a pointwise op (`torch.Tag.pointwise`) joins the group of its first input computed in the same phase;
+  - a pointwise op (`torch.Tag.pointwise`) joins the group of its first input computed in the same phase; in the
+    backward phase only a group of pointwise ops and views: a backward op's inputs (the incoming gradient, saved
+    activations) usually die when it has run, and a pointwise op after it in the same group would count them
+    while it runs (the max-pool backward followed by the ReLU backward of a ResNet stem: 100 MB too many);
   - anything else (matmul, convolution, reduction, normalisation, ...) starts a group, and so does every output
     of the joint graph (a gradient, a forward output), so that what the caller keeps does not keep its
-    producer's other results alive, and so does a small side result of a multi-output op (the statistics a
-    normalisation saves for its backward), so that it can be kept while the main result is freed.
+    producer's other results alive, and so does every result of a multi-output op but its main one (the first of
+    the largest size): the statistics a normalisation saves for its backward, the values of a max pooling next to
+    its int64 indices, so that each can be freed when its own readers are done.
 A join that would make the group graph cyclic is skipped, and groups never mix the phases: the forward phase is
 what the forward outputs need and the free views of it (such as the statistics a normalisation returns for its
 backward), the backward phase the rest.
@@ -15,8 +19,11 @@ backward), the backward phase the rest.
 A group's compute is the roofline time of its members in tcomp's cost model (FLOPs from the formulas of
 `torch.utils.flop_counter`, bytes read and written, one launch), in nanoseconds. Its memory is the bytes of the
 storage its members allocate that outlives the group (read by another group, or an output); the results of a multi-
-output op are allocated by their getitems, views allocate nothing. Its workspace is what its members hold beyond
-that while the group runs (a pointwise op's input and output together, say). Group u precedes group v when a member
+output op are allocated by their getitems (from the op's step on), views allocate nothing. Its workspace is what
+its members hold beyond that while the group runs: intermediate results (a pointwise op's input and output
+together, say), the results of a multi-output op that other groups' getitems take, and each kernel's own
+temporaries, measured by running the operation once (measure.op_workspaces: on CPU a convolution holds a second
+output-sized buffer, the batch norm backward allocates its input gradient twice). Group u precedes group v when a member
 of v reads a member of u, and also when it reads a view of u's storage, since a view keeps its base alive. A virtual
 sink reads every output, forward outputs (the caller holds them through the backward pass) and gradients alike, so
 they stay live to the end. Between the phases, two more virtual nodes stand for what happens outside the joint
@@ -81,9 +88,14 @@ class CoarseGraph:
         return [*range(self.forward_groups), LOSS, TANGENTS, *range(self.forward_groups, len(self.groups)), SINK]
 
 
-def coarsen(joint: fx.GraphModule, num_fwd_outputs: int, machine: MachineModel, loss_bytes: int) -> CoarseGraph:
+def coarsen(
+    joint: fx.GraphModule, num_fwd_outputs: int, machine: MachineModel, loss_bytes: int,
+    op_workspace: dict[fx.Node, int] | None = None,
+) -> CoarseGraph:
     """Group the operations of `joint` (the first `num_fwd_outputs` outputs are the forward outputs); `loss_bytes`
-    is the peak the caller's loss and its backward add beyond the output gradients."""
+    is the peak the caller's loss and its backward add beyond the output gradients; `op_workspace` gives the
+    temporaries an operation's kernel allocates beyond its outputs (see measure.op_workspaces; default none)."""
+    op_workspace = op_workspace or {}
     outputs = pytree.arg_tree_leaves(*joint.graph.output_node().args)  # forward outputs, then gradients
     forward = _ancestors([o for o in outputs[:num_fwd_outputs] if isinstance(o, fx.Node)])
     for node in joint.graph.nodes:  # views of forward values are free to take in the forward pass
@@ -101,7 +113,7 @@ def coarsen(joint: fx.GraphModule, num_fwd_outputs: int, machine: MachineModel, 
         graph.add_node(i, **{
             COMPUTE: sum(_time_ns(m, machine) for m in group.members),
             MEMORY: _memory(group, group_of, i),
-            WORKSPACE: _workspace(group, group_of, i),
+            WORKSPACE: _workspace(group, group_of, i, op_workspace),
             RECOMPUTABLE: _recomputable(group, group_of, i, mutated),
         })
     tangents = [p for p in joint.graph.find_nodes(op="placeholder") if _is_tangent(p)]
@@ -129,6 +141,8 @@ def is_view(node: fx.Node) -> bool:
     """The node's output aliases the storage of its first input."""
     if not isinstance(node.target, torch._ops.OpOverload):
         return False
+    if node.target is torch.ops.aten._unsafe_view.default:  # a view whose schema does not say so
+        return True
     return any(r.alias_info is not None and not r.alias_info.is_write for r in node.target._schema.returns)
 
 
@@ -160,6 +174,7 @@ def _group(
 ) -> tuple[dict[int, list[fx.Node]], nx.DiGraph]:
     members: dict[int, list[fx.Node]] = {}
     group_of: dict[fx.Node, int] = {}
+    pointwise_only: dict[int, bool] = {}
     dag = nx.DiGraph()
     for node in joint.graph.nodes:
         if node.op != "call_function":
@@ -169,8 +184,12 @@ def _group(
             candidates = []
         elif _is_free(node):
             candidates = node.all_input_nodes[:1]
+        elif _is_pointwise(node):
+            candidates = inputs
+            if node not in forward:  # see the module docstring: backward pointwise chains start their own groups
+                candidates = [a for a in inputs if pointwise_only[group_of[a]]]
         else:
-            candidates = inputs if _is_pointwise(node) else []
+            candidates = []
         target = next((group_of[a] for a in candidates if a in group_of and (a in forward) == (node in forward)), None)
         others = {group_of[a] for a in inputs} - {target}
         if target is not None and any(nx.has_path(dag, target, h) for h in others):
@@ -178,8 +197,10 @@ def _group(
         if target is None:
             target = len(members)
             members[target] = []
+            pointwise_only[target] = True
             dag.add_node(target)
         members[target].append(node)
+        pointwise_only[target] &= _is_pointwise(node) or _is_free(node)
         group_of[node] = target
         dag.add_edges_from((h, target) for h in {group_of[a] for a in inputs} - {target})
     return members, dag
@@ -197,9 +218,10 @@ def _memory(group: Group, group_of: dict[fx.Node, int], index: int) -> int:
     )
 
 
-def _workspace(group: Group, group_of: dict[fx.Node, int], index: int) -> int:
+def _workspace(group: Group, group_of: dict[fx.Node, int], index: int, op_workspace: dict[fx.Node, int]) -> int:
     """The group's temporaries: its peak while its members run in order (each member's storage live from its
-    computation to its last use inside the group, or to the end if it outlives the group) minus its memory."""
+    computation to its last use inside the group, or to the end if it outlives the group; a member's kernel
+    temporaries while it runs) minus its memory."""
     owners = [m for m in group.members if isinstance(m.meta.get("val"), torch.Tensor) and not is_view(m)]
     position = {m: t for t, m in enumerate(group.members)}
     last = len(group.members) - 1
@@ -208,7 +230,16 @@ def _workspace(group: Group, group_of: dict[fx.Node, int], index: int) -> int:
         uses = [position[u] if group_of.get(u) == index else last for u in m.users]
         return max([position[m], *uses, *(last_use(u) for u in m.users if group_of.get(u) == index and is_view(u))])
 
-    live = [sum(tensor_bytes(m.meta["val"]) for m in owners if position[m] <= t <= last_use(m))
+    # results of a member's multi-output op that getitems of other groups take: live from the op to the group's end
+    elsewhere = {m: sum(tensor_bytes(u.meta.get("val")) for u in m.users
+                        if u.target is operator.getitem and group_of.get(u) != index)
+                 for m in group.members if isinstance(m.meta.get("val"), (tuple, list))}
+    def start(m: fx.Node) -> int:  # a multi-output op allocates the results its getitems take
+        source = m.args[0] if m.target is operator.getitem else None
+        return position[source] if source in position else position[m]
+
+    live = [sum(tensor_bytes(m.meta["val"]) for m in owners if start(m) <= t <= last_use(m))
+            + sum(b for m, b in elsewhere.items() if position[m] <= t) + op_workspace.get(group.members[t], 0)
             for t in range(len(group.members))]
     return max(max(live, default=0) - _memory(group, group_of, index), 0)
 
@@ -240,14 +271,16 @@ def _is_free(node: fx.Node) -> bool:
 
 
 def _is_side_result(node: fx.Node) -> bool:
-    """A getitem taking a result of a multi-output op that is under half the size of its largest result, such as
-    the statistics a normalisation saves for its backward: kept apart, so the main result can be freed while the
-    small one is kept."""
+    """A getitem taking a result of a multi-output op other than its main one (the first of the largest size), such
+    as the statistics a normalisation saves for its backward, or the values of a max pooling next to its int64
+    indices: kept apart, so that each result lives as long as its own readers need it."""
     if node.target is not operator.getitem:
         return False
     results = node.args[0].meta.get("val")
-    largest = max((tensor_bytes(r) for r in results), default=0) if isinstance(results, (tuple, list)) else 0
-    return 2 * tensor_bytes(node.meta.get("val")) < largest
+    if not isinstance(results, (tuple, list)) or not results:
+        return False
+    sizes = [tensor_bytes(r) for r in results]
+    return node.args[1] != sizes.index(max(sizes))
 
 
 def _is_pointwise(node: fx.Node) -> bool:
