@@ -97,13 +97,16 @@ class Options:
 @dataclass
 class _Guard:
     """What an input signature must match: per flattened argument a (dtype, device, shape) spec for tensors —
-    with None for the symbolic batch dims — or the value itself, plus the module's training flag."""
+    with None for the symbolic batch dims — or the value itself, plus the module's training flag. With
+    ``autograd`` (compilations under a memory budget, whose artifact is a traced training step), also whether
+    gradients are enabled and which tensor arguments require grad."""
 
     specs: tuple
     training: bool
+    autograd: tuple | None = None
 
     @staticmethod
-    def of(args: tuple, training: bool, batch_dims: set[tuple[int, int]]) -> "_Guard":
+    def of(args: tuple, training: bool, batch_dims: set[tuple[int, int]], autograd: bool = False) -> "_Guard":
         specs = []
         for k, a in enumerate(args):
             if isinstance(a, torch.Tensor):
@@ -111,10 +114,12 @@ class _Guard:
                 specs.append(("tensor", a.dtype, a.device, shape))
             else:
                 specs.append(("value", a))
-        return _Guard(tuple(specs), training)
+        return _Guard(tuple(specs), training, _autograd_state(args) if autograd else None)
 
     def matches(self, args: tuple, training: bool) -> bool:
         if training != self.training or len(args) != len(self.specs):
+            return False
+        if self.autograd is not None and _autograd_state(args) != self.autograd:
             return False
         for a, spec in zip(args, self.specs):
             if spec[0] == "tensor":
@@ -126,6 +131,10 @@ class _Guard:
             elif isinstance(a, torch.Tensor) or not _same_value(a, spec[1]):
                 return False
         return True
+
+
+def _autograd_state(args: tuple) -> tuple:
+    return torch.is_grad_enabled(), tuple(a.requires_grad for a in args if isinstance(a, torch.Tensor))
 
 
 def _same_value(a: Any, b: Any) -> bool:
@@ -240,7 +249,7 @@ class CompiledModule(nn.Module):
             warnings.warn(f"tcomp: cannot compile {self._tcomp_name} ({reason}); running it eagerly",
                           TcompWarning, stacklevel=3)
             report = CompileReport(self._tcomp_name, status="eager fallback", fallback_reason=reason)
-            art = _Artifact(_Guard.of(flat, self._orig_mod.training, set()), report)
+            art = _Artifact(_Guard.of(flat, self._orig_mod.training, set(), opts.memory_budget is not None), report)
         self._tcomp_artifacts.insert(0, art)
         self._register_new_parameters(art)
         return art
@@ -397,7 +406,7 @@ def build(model: nn.Module, flat: tuple, signature: inspect.Signature, opts: Opt
     batch_dims = {(tensor_positions[p], d) for p, d in cap.batch_inputs}
     remat = None
     if opts.memory_budget is not None and _trains(model):
-        runner, remat = _rematerialized(model, signature, flat, gm, example, opts.memory_budget)
+        runner, remat = _rematerialized(model, signature, flat, gm, opts.memory_budget)
         backend_notes = [f"memory_budget={opts.memory_budget}: the training step runs rematerialized forward and "
                          f"backward graphs (eager backend), specialised to the example shapes"]
         timings["rematerialize"] = remat["compile_time"]
@@ -408,7 +417,7 @@ def build(model: nn.Module, flat: tuple, signature: inspect.Signature, opts: Opt
             backend_notes.append(f"memory_budget={opts.memory_budget} applies to training: this signature runs "
                                  f"in eval mode or without gradients, so nothing is rematerialized")
     report = CompileReport(
-        name, capture=cap.method, batch_symbolic=bool(cap.batch_inputs), example_batch=cap.example_batch,
+        name, capture=cap.method, batch_symbolic=bool(batch_dims), example_batch=cap.example_batch,
         notes=list(cap.notes), passes=result.reports, snapshots=result.snapshots,
         flops_before=result.reports[0].flops_before if result.reports else 0,
         flops_after=result.reports[-1].flops_after if result.reports else 0, timings=timings,
@@ -417,7 +426,7 @@ def build(model: nn.Module, flat: tuple, signature: inspect.Signature, opts: Opt
     if remat is not None:
         report.extra["memory"] = remat
     state = _StateGuard.of(model, list(result.program.constants))
-    return _Artifact(_Guard.of(flat, model.training, batch_dims), report, gm, result.program, state, runner,
+    return _Artifact(_Guard.of(flat, model.training, batch_dims, opts.memory_budget is not None), report, gm, result.program, state, runner,
                      ctx.cache.get("selection"))
 
 
@@ -451,14 +460,19 @@ def _trains(model: nn.Module) -> bool:
 
 
 def _rematerialized(model: nn.Module, signature: inspect.Signature, flat: tuple, gm: fx.GraphModule,
-                    example: tuple, budget: float | int) -> tuple[Callable, dict]:
+                    budget: float | int) -> tuple[Callable, dict]:
     """The emitted module's training step rematerialized under ``budget`` (a fraction of the original model's
     measured peak, or bytes): issue 5's Moccasin schedule turned into forward/backward graphs. Returns the runner
-    and its RematReport as a dict."""
+    and its RematReport as a dict. Measuring runs training steps: they run on detached copies of the caller's
+    tensors, so that no gradient reaches them or the graph that produced them."""
     from tcomp.passes.rematerialize import rematerialize_module
+    from tcomp.passes.rematerialize.training import training_state_preserved
 
-    args, kwargs = rebuild_call(signature, flat)
-    module = rematerialize_module(gm, example, budget, reference=lambda *_: model(*args, **kwargs))
+    detached = tuple(a.detach().requires_grad_(a.requires_grad) if isinstance(a, torch.Tensor) else a for a in flat)
+    args, kwargs = rebuild_call(signature, detached)
+    example = tuple(a for a in detached if isinstance(a, torch.Tensor))
+    with training_state_preserved(model):  # the reference steps update the original's gradients and buffers
+        module = rematerialize_module(gm, example, budget, reference=lambda *_: model(*args, **kwargs))
     return module, module.remat_report.to_dict()
 
 

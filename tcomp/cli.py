@@ -115,17 +115,28 @@ def cmd_inspect(args) -> int:
 
 
 def parse_budget(text: str) -> float | int:
-    """``0.6`` (a fraction of eager's peak), ``500000000`` or ``512MiB`` / ``2GB`` (bytes)."""
+    """``0.6`` (a fraction of eager's peak), ``500000000`` or ``512MiB`` / ``2GB`` (bytes); ValueError otherwise."""
+    from .passes.rematerialize.training import check_budget
+
     units = {"kib": 2**10, "mib": 2**20, "gib": 2**30, "kb": 10**3, "mb": 10**6, "gb": 10**9, "b": 1}
     t = text.strip().lower()
-    for unit, factor in units.items():
-        if t.endswith(unit):
-            return int(float(t[:-len(unit)]) * factor)
+    factor = next((f for unit, f in units.items() if t.endswith(unit)), None)
+    number = t[:-len(next(u for u in units if t.endswith(u)))] if factor else t
     try:
-        value = float(t)
-    except ValueError:
-        raise ValueError(f"--memory-budget {text!r}: give a fraction such as 0.6 or bytes such as 512MiB") from None
-    return value if value <= 1 else int(value)
+        value = float(number)
+        if factor is not None:
+            budget: float | int = int(value * factor)
+        elif value <= 1:
+            budget = value
+        elif value.is_integer():
+            budget = int(value)
+        else:
+            raise ValueError
+        check_budget(budget)
+    except (ValueError, TypeError, OverflowError):
+        raise ValueError(f"--memory-budget {text!r}: give a fraction in (0, 1] such as 0.6, or a positive number "
+                         f"of bytes such as 512MiB") from None
+    return budget
 
 
 def cmd_bench(args) -> int:

@@ -102,7 +102,8 @@ class _Emitter:
             return x
         n = self.node(x)
         if x.is_tensor and (x.stride_order is not None or id(x) in self._planned_layout):
-            return self.graph.call_method("contiguous", (n,))  # eager returns these contiguous; a no-op if so
+            # a plan's (or layout's) strides are tcomp's choice: outputs come back contiguous (a no-op when they are)
+            return self.graph.call_method("contiguous", (n,))
         return n
 
     def _call(self, op: Call) -> fx.Node:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 from collections.abc import Callable
 from contextlib import contextmanager
 
@@ -49,19 +50,38 @@ def measure_peak_memory(fn: Callable[[], object], device: torch.device | str = "
     return peak
 
 
+_SILENCE_LOCK = threading.Lock()
+
+
 @contextmanager
 def _native_stderr_silenced():
-    """File descriptor 2 points to /dev/null inside the block (silences C++ logging that Python cannot filter)."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, 2)
+    """File descriptor 2 points to /dev/null inside the block (silences C++ logging that Python cannot filter).
+
+    One block at a time in the process (a lock: fd 2 is process-wide); where fd 2 cannot be redirected (closed,
+    or another thread holds the lock) the block runs unsilenced."""
+    if not _SILENCE_LOCK.acquire(blocking=False):
         yield
+        return
+    try:
+        if sys.stderr is not None:
+            sys.stderr.flush()
+        try:
+            saved = os.dup(2)
+        except OSError:
+            yield
+            return
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            try:
+                os.dup2(devnull, 2)
+            finally:
+                os.close(devnull)
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
     finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
+        _SILENCE_LOCK.release()
 
 
 OP_WORKSPACE_MIN_BYTES = 1 << 20

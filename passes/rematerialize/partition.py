@@ -135,7 +135,7 @@ def _build(
         if isinstance(g, int):  # a group, not a virtual node
             for m in coarse.groups[g].members:
                 env[m] = graph.node_copy(m, newest)
-    result = graph.output(tuple(None if o is None else newest(o) for o in outputs))
+    result = graph.output(tuple(newest(o) if isinstance(o, fx.Node) else o for o in outputs))
     result.meta["desc"] = descs
     graph.eliminate_dead_code()
     graph.lint()

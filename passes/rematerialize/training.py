@@ -202,13 +202,13 @@ def _measure_step(module: Callable, model: nn.Module, inputs: tuple, loss: Calla
         outputs = module(*inputs)  # held through the backward pass, as a training loop holds its outputs
         loss(outputs).backward()
 
-    with _state_preserved(model):
+    with training_state_preserved(model):
         return measure_peak_memory(step, device)
 
 
 def _loss_bytes(model: nn.Module, inputs: tuple, loss: Callable, device: torch.device) -> int:
     """The peak of `loss` and its backward on the model's outputs, beyond the outputs' gradients."""
-    with _state_preserved(model), torch.no_grad():
+    with training_state_preserved(model), torch.no_grad():
         outputs = pytree.tree_map(
             lambda t: t.detach().requires_grad_() if isinstance(t, torch.Tensor) and t.is_floating_point() else t,
             model(*inputs),
@@ -219,7 +219,7 @@ def _loss_bytes(model: nn.Module, inputs: tuple, loss: Callable, device: torch.d
 
 
 @contextmanager
-def _state_preserved(model: nn.Module):
+def training_state_preserved(model: nn.Module):
     """Run with every gradient cleared (a step allocates its gradients), then restore gradients and buffers."""
     grads = [(p, p.grad) for p in model.parameters()]
     buffers = [(b, b.detach().clone()) for b in model.buffers()]

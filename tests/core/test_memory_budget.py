@@ -102,3 +102,73 @@ def test_inspect_memory_budget_text_and_html(tmp_path, capsys):
     assert page.startswith("<!doctype html>") and "<svg" in page and "<polyline" in page
     assert main(["inspect", f"{f}:make", "--input", "512x256", "--memory-budget", "0.05"]) == 2
     assert "smallest budget found feasible" in capsys.readouterr().err
+
+
+def test_compiling_leaves_the_callers_tensors_and_graph_alone():
+    """Measuring runs training steps: they must not reach an input that requires grad, nor the graph behind it."""
+    torch.manual_seed(1)
+    pre, model = nn.Linear(256, 256), activation_heavy_mlp()
+    z = torch.randn(4096, 256)
+    x = torch.tanh(pre(z))  # not a leaf: the block sits after a trainable layer
+    compiled = tcomp.compile(model, (x,), memory_budget=0.6, backend="eager", strict=True)
+    assert pre.weight.grad is None
+    out = compiled(torch.tanh(pre(z)))
+    out.sum().backward()  # the caller's own graph is intact
+    expected_pre = pre.weight.grad.clone()
+    pre.zero_grad(set_to_none=True)
+    model.zero_grad(set_to_none=True)
+    model(torch.tanh(pre(z))).sum().backward()
+    torch.testing.assert_close(expected_pre, pre.weight.grad, rtol=1e-4, atol=1e-6)
+
+
+def test_input_gradients_and_grad_mode_are_guarded():
+    model = activation_heavy_mlp()
+    x = torch.randn(4096, 256)
+    compiled = tcomp.compile(model, backend="eager", memory_budget=0.6)
+    with torch.no_grad():
+        compiled(x)  # first call without gradients: nothing to rematerialize
+    assert "memory" not in compiled.report.extra
+    compiled(x).sum().backward()  # with gradients: a new, rematerialized artifact
+    assert "memory" in compiled.report.extra and not compiled.report.batch_symbolic
+    leaf = x.clone().requires_grad_()
+    compiled(leaf).sum().backward()  # an input that requires grad gets its gradient
+    reference = x.clone().requires_grad_()
+    model(reference).sum().backward()
+    torch.testing.assert_close(leaf.grad, reference.grad, rtol=1e-4, atol=1e-6)
+
+
+class TupleOutput(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.body = activation_heavy_mlp()
+
+    def forward(self, x):
+        y = self.body(x)
+        return y, y.argmax(-1), 3
+
+
+def test_outputs_that_are_not_floating_tensors_pass_through():
+    model, x = TupleOutput(), torch.randn(4096, 256)
+    compiled = tcomp.compile(model, (x,), memory_budget=0.6, backend="eager", strict=True)
+    y, labels, three = compiled(x)
+    ref_y, ref_labels, _ = model(x)
+    torch.testing.assert_close(y, ref_y, rtol=1e-5, atol=1e-5)
+    assert three == 3 and torch.equal(labels, ref_labels)
+
+
+@pytest.mark.parametrize("budget", ["0", "-2", "1.5", "inf", "lots"])
+def test_inspect_rejects_bad_budgets_with_a_message(budget, capsys):
+    assert main(["inspect", "zoo:mlp", "--batch", "2", "--memory-budget", budget]) == 2
+    assert "--memory-budget" in capsys.readouterr().err
+
+
+def test_native_stderr_is_restored_after_an_exception():
+    import os
+
+    from tcomp.passes.rematerialize.measure import _native_stderr_silenced
+
+    before = os.fstat(2)
+    with pytest.raises(RuntimeError), _native_stderr_silenced():
+        raise RuntimeError("inside")
+    after = os.fstat(2)
+    assert (before.st_ino, before.st_dev) == (after.st_ino, after.st_dev)
