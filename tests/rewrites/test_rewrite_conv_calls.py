@@ -92,3 +92,33 @@ def test_random_stacks_equal_eager(channels, bias, bn, batch):
         assert len(conv_ops(c)) == len(channels) - 1
         assert_forward_equal(model, c, x)
         assert_forward_equal(model, c, torch.randn(batch + 2, channels[0], 3, 2))  # symbolic batch
+
+
+def test_channels_last_input_and_scaled_output_equal_eager():
+    """A channels-last input is read in place; a scale fuse_networks absorbed (not a bias epilogue) either stays a
+    Network or becomes part of the weight — the result is eager's either way."""
+    class Scaled(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(6, 4, 1)
+
+        def forward(self, x):
+            return self.conv(x) * 0.5 + 1.0
+
+    model = Scaled().eval()
+    x = torch.randn(2, 6, 5, 5).contiguous(memory_format=torch.channels_last)
+    with pipeline(PASSES):
+        c = compiled(model, x)
+        assert_forward_equal(model, c, x)
+        assert_gradients_equal(model, x)
+
+
+def test_a_bias_that_is_not_a_relabelled_vector_is_reshaped():
+    """fold_bn's bias is a cached function of the batch norm, not a relabelled [o] parameter: it is reshaped."""
+    model = _randomise_bn(Stack((3, 5), bias=True, bn=True)).eval()
+    x = torch.randn(2, 3, 4, 4)
+    with pipeline(PASSES):
+        c = compiled(model, x)
+        (conv,) = conv_ops(c)
+        assert conv.args[2] is not None and tuple(conv.args[2].shape) == (5,)
+        assert_forward_equal(model, c, x)
