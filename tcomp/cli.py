@@ -3,7 +3,7 @@
     tcomp zoo                                   # the built-in models
     tcomp inspect zoo:mlp                       # the IR before/after each pass, costs, trees, emitted code
     tcomp inspect model.py:make --input 8x3x224x224 --format json
-    tcomp inspect zoo:resnet18 --batch 8 --memory-budget 0.6 --format html > resnet18.html
+    tcomp inspect zoo:resnet18 --batch 32 --memory-budget 0.7 --format html > resnet18.html
     tcomp bench                                 # the default zoo subset: eager vs torch.compile vs tcomp
     tcomp bench zoo:resnet18 zoo:peps --batch 16
 """
