@@ -10,18 +10,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
-
-import torch
 
 import tcomp
 from tcomp.emit import emit
 from tcomp.ir import Network
-from tcomp.layertime import subprogram
+from tcomp.layertime import call_times, random_inputs, subprogram
 from tcomp.passes.contraction_order import candidate_trees
 from tcomp.passmanager import PassContext
 from tcomp.plan import plan_network
-from tcomp.symbolic import evaluate
 from tcomp.zoo import get_entry
 
 MODELS = ("tt_net", "mps_classifier", "peps", "equivariant_tp", "monarch_mlp", "vit_tiny")
@@ -29,17 +25,7 @@ MODELS = ("tt_net", "mps_classifier", "peps", "equivariant_tp", "monarch_mlp", "
 
 def time_plan(net: Network, plan, batch: int, repeats: int = 7) -> float:
     prog = subprogram([net.replace(plan=plan)], batch)
-    gm = emit(prog, {})
-    g = torch.Generator().manual_seed(0)
-    args = [torch.randn([evaluate(s, batch) for s in v.shape], generator=g).to(v.dtype) for v in prog.inputs]
-    with torch.no_grad():
-        gm(*args)
-        times = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            gm(*args)
-            times.append(time.perf_counter() - t0)
-    return min(times)
+    return min(call_times(emit(prog, {}), random_inputs(prog, batch), repeats))
 
 
 def check(name: str, batch: int | None) -> list[dict]:

@@ -19,7 +19,6 @@ import argparse
 import json
 import os
 import runpy
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -27,29 +26,6 @@ from pathlib import Path
 import torch
 
 MODELS = ("mps_classifier", "tt_net", "peps", "equivariant_tp", "monarch_mlp")
-
-
-def _timer(device: torch.device):
-    def median_ms(fn, warmup: int = 3, reps: int = 20) -> float:
-        with torch.no_grad():
-            for _ in range(warmup):
-                fn()
-            times = []
-            for _ in range(reps):
-                if device.type == "cuda":
-                    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                    start.record()
-                    fn()
-                    end.record()
-                    torch.cuda.synchronize()
-                    times.append(start.elapsed_time(end))
-                else:
-                    t0 = time.perf_counter()
-                    fn()
-                    times.append((time.perf_counter() - t0) * 1e3)
-        return statistics.median(times)
-
-    return median_ms
 
 
 class TransformerBlock(torch.nn.Module):
@@ -87,12 +63,12 @@ def model_cases(dry: bool, device: torch.device):
         yield name, TransformerBlock(d, heads, causal).eval(), (torch.randn(8 if not dry else 1, tokens, d),)
 
 
-def run_models(out: Path, dry: bool, budget_s: float) -> dict:
+def run_models(out: Path, dry: bool, budget_s: float, median_ms) -> dict:
+    """``median_ms(fn, device, warmup, reps)`` is the kernel benchmark's timer (bench/gpu_kernels.py)."""
     import tcomp
     from tcomp.numerics import compare
 
     device = torch.device("cpu" if dry else "cuda")
-    median_ms = _timer(device)
     report = {"device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu (dry run)",
               "torch": torch.__version__, "cases": [], "skipped": []}
     start = time.perf_counter()
@@ -119,7 +95,8 @@ def run_models(out: Path, dry: bool, budget_s: float) -> dict:
                 if device.type == "cuda":
                     torch.cuda.synchronize()
                 compile_s = time.perf_counter() - t0
-                ms = median_ms(lambda: fn(*inputs), warmup=1 if dry else 3, reps=1 if dry else 20)
+                with torch.no_grad():
+                    ms = median_ms(lambda: fn(*inputs), device, warmup=1 if dry else 3, reps=1 if dry else 20)
                 c = compare(ref, y)
                 case["variants"][vname] = {"median_ms": ms, "compile_s": compile_s, "max_rel_err": c.max_rel}
             except Exception as err:  # noqa: BLE001 - record and go on
@@ -152,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
         kernel_args.insert(0, "--dry-run")
     kernels = runpy.run_path(str(Path(__file__).with_name("gpu_kernels.py")))
     rc = kernels["main"](kernel_args)
-    run_models(out / "gpu_models.json", a.dry_run, a.model_budget_s)
+    run_models(out / "gpu_models.json", a.dry_run, a.model_budget_s, kernels["median_ms"])
     return rc
 
 

@@ -32,7 +32,7 @@ from tcomp.candidates import (Option, Site, apply_conv, apply_structure, conv_fa
                               propagate_dtypes, with_dtype)
 from tcomp.emit import emit
 from tcomp.ir import Call, Network, Program
-from tcomp.layertime import time_ops
+from tcomp.layertime import median_time, time_ops
 from tcomp.passmanager import Pass, PassContext, PassReport
 
 from . import contraction_order
@@ -226,7 +226,7 @@ def run(program: Program, ctx: PassContext) -> tuple[Program, PassReport]:
     report.details["measure_s"] = time.perf_counter() - t0
     base = _planned(program, ctx)
     base_gm = emit(base, _modules(base))
-    base_time = _time_program(base_gm, ctx.example_inputs)
+    base_time = median_time(base_gm, ctx.example_inputs)
     budget = cal.metric.budget(tolerance) if tolerance is not None else None
     if heal_config is not None and budget is not None:
         budget *= heal_config.budget_factor
@@ -307,17 +307,6 @@ def _row(name: str, dense_t: float, rows: list[Measured], chosen: Measured | Non
                          "local_error": m.option.local_error} for m in rows]}
 
 
-def _time_program(gm, example: tuple, repeats: int = 5) -> float:
-    import statistics
-
-    with torch.no_grad():
-        gm(*example)
-        ts = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            gm(*example)
-            ts.append(time.perf_counter() - t0)
-    return statistics.median(ts)
 
 
 PASS = Pass(NAME, run, exact=False, doc=__doc__.splitlines()[0])

@@ -435,7 +435,8 @@ def _backend(choice: str, program, modules, gm: fx.GraphModule, example: tuple, 
     of the two is faster on the example inputs ("auto"). Returns (runner, notes for the report)."""
     if choice == "eager":
         return gm, []
-    from .inductor import compile_with_inductor, median_time
+    from .inductor import compile_with_inductor
+    from .layertime import median_time
 
     t0 = time.perf_counter()
     try:

@@ -10,8 +10,6 @@ differentiate exactly (the compiled graph would treat them as constants).
 """
 from __future__ import annotations
 
-import statistics
-import time
 from dataclasses import dataclass, field
 
 import torch
@@ -54,13 +52,3 @@ def compile_with_inductor(fast_gm: fx.GraphModule, eager_gm: fx.GraphModule, exa
         runner(*example)
     return runner
 
-
-def median_time(fn, example: tuple, repeats: int = 5) -> float:
-    with torch.no_grad():
-        fn(*example)
-        times = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            fn(*example)
-            times.append(time.perf_counter() - t0)
-    return statistics.median(times)

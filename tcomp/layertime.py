@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -109,21 +111,36 @@ def time_ops(ops: list, batch: int | None, *, training: bool = False, repeats: i
     program, _ = contraction_order.run(program, ctx)
     modules = {op.target: op.module for op in program.ops if isinstance(op, Call) and op.kind == "module"}
     gm = emit(program, modules)
+    t = min(call_times(gm, random_inputs(program, b), repeats))  # other work on a shared machine only adds time
+    _store(key, t)
+    return t
+
+
+def random_inputs(program: Program, batch: int) -> list[torch.Tensor]:
+    """Inputs of ``program``'s shapes at ``batch``: seeded normal floats, zero integers (valid indices)."""
     g = torch.Generator().manual_seed(0)
     args = []
     for v in program.inputs:
-        shape = [evaluate(s, b) for s in v.shape]
+        shape = [evaluate(s, batch) for s in v.shape]
         if v.dtype.is_floating_point:
             args.append(torch.randn(shape, generator=g).to(v.dtype))
         else:
             args.append(torch.zeros(shape, dtype=v.dtype))
+    return args
+
+
+def call_times(fn: Callable, args: tuple | list, repeats: int) -> list[float]:
+    """Seconds of each of ``repeats`` calls ``fn(*args)`` without gradients, after one untimed warm-up call."""
     with torch.no_grad():
-        gm(*args)
+        fn(*args)
         times = []
         for _ in range(repeats):
             t0 = time.perf_counter()
-            gm(*args)
+            fn(*args)
             times.append(time.perf_counter() - t0)
-    t = min(times)  # the fastest run: other work on a shared machine only adds time
-    _store(key, t)
-    return t
+    return times
+
+
+def median_time(fn: Callable, args: tuple | list, repeats: int = 5) -> float:
+    """The median of :func:`call_times`."""
+    return statistics.median(call_times(fn, args, repeats))
