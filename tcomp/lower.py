@@ -80,14 +80,7 @@ _POINTWISE_MODULES: dict[type, tuple[str, Callable, Callable[[nn.Module], dict]]
 
 
 def _pointwise_name(target: Any) -> str | None:
-    for name, targets in _POINTWISE_TARGETS.items():
-        for t in targets:
-            if t is target or (isinstance(t, str) and t == target):
-                return name
-            if isinstance(t, torch._ops.OpOverloadPacket) and isinstance(target, torch._ops.OpOverload) \
-                    and target.overloadpacket is t:
-                return name
-    return None
+    return next((name for name, targets in _POINTWISE_TARGETS.items() if _is(target, *targets)), None)
 
 
 def _is(target: Any, *candidates: Any) -> bool:
@@ -361,7 +354,6 @@ class _Lowerer:
         pool = IndexPool(set(c for c in eq if c.isalpha()))
         sizes: dict[str, Size] = {}
         dims: list[Dims] = []
-        ell_dims: list[list[tuple[str, ...] | None]] = []
         n_ell = max((len(v.shape) - (len(t) - 3) for t, v in zip(terms, ops) if "..." in t), default=0)
         ell_names = [pool.new() for _ in range(n_ell)]
         ell_sizes: list[Size] = [1] * n_ell
