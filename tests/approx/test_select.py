@@ -33,11 +33,23 @@ def _relative(a, b):
     return ((a - b).norm() / b.norm()).item()
 
 
+def _flop_time(ops, batch, training=False, repeats=9):
+    """A deterministic stand-in for the measured time of ``ops`` (``tcomp.layertime.time_ops``): 1 ns per FLOP of
+    their networks plus 1 µs per op, so that which options are faster does not depend on the machine's load."""
+    from tcomp.plan import network_cost
+    from tcomp.symbolic import evaluate
+
+    flops = sum(evaluate(network_cost(op).flops, batch or 1) for op in ops if isinstance(op, Network))
+    return float(flops) * 1e-9 + 1e-6 * len(ops)
+
+
 @pytest.fixture(scope="module")
 def lowrank_compiled():
     model = LowRankMLP().eval()
     cal = _batches(5, 512, 1024)
-    compiled = tcomp.compile(model, cal[0], tolerance=0.05, calibration=cal, structures=("asvd",))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr("tcomp.passes.select.time_ops", _flop_time)
+        compiled = tcomp.compile(model, cal[0], tolerance=0.05, calibration=cal, structures=("asvd",))
     return model, compiled
 
 
@@ -73,14 +85,14 @@ def test_nothing_worth_factoring_comes_back_unchanged():
     torch.testing.assert_close(compiled(x), model(x))
 
 
-def test_heal_reduces_the_error():
+def test_heal_reduces_the_error(monkeypatch):
+    monkeypatch.setattr("tcomp.passes.select.time_ops", _flop_time)
     model = LowRankMLP(d=256, rank=64, seed=3).eval()
     cal = _batches(4, 256, 256)
     cfg = tcomp.HealConfig(steps=60, lr=1e-3, progress=False, budget_factor=1.0)
     compiled = tcomp.compile(model, cal[0], tolerance=0.2, calibration=cal, structures=("asvd",), heal=cfg)
     select = next(p for p in compiled.report.passes if p.name == "select")
-    if not select.changed:
-        pytest.skip("no structured option was measured faster than dense on this machine right now")
+    assert select.changed
     curve = select.details["heal_loss"]
     assert curve is not None
     # the healed module still trains: gradients reach the factors
@@ -107,8 +119,7 @@ def test_clear_errors_for_bad_options():
 def test_recompilation_reuses_the_selection_and_its_parameters(lowrank_compiled):
     model, compiled = lowrank_compiled
     first = compiled._tcomp_artifacts[0]
-    if not first.selection:
-        pytest.skip("nothing was selected on this machine right now")
+    assert first.selection
     factors = {n: p for n, p in compiled.named_parameters() if n.startswith("tcomp_params.")}
     compiled.train()  # another mode: a recompilation
     x = _batches(1, 512, 1024, seed=5)[0]
