@@ -120,12 +120,11 @@ def parse_budget(text: str) -> float | int:
 
     units = {"kib": 2**10, "mib": 2**20, "gib": 2**30, "kb": 10**3, "mb": 10**6, "gb": 10**9, "b": 1}
     t = text.strip().lower()
-    factor = next((f for unit, f in units.items() if t.endswith(unit)), None)
-    number = t[:-len(next(u for u in units if t.endswith(u)))] if factor else t
+    unit = next((u for u in units if t.endswith(u)), None)
     try:
-        value = float(number)
-        if factor is not None:
-            budget: float | int = int(value * factor)
+        value = float(t[:-len(unit)] if unit else t)
+        if unit:
+            budget: float | int = int(value * units[unit])
         elif value <= 1:
             budget = value
         elif value.is_integer():
