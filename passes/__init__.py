@@ -9,13 +9,13 @@ from __future__ import annotations
 from tcomp.passmanager import Pass
 
 from . import (algebraic, contraction_order, conv_calls, cse, epilogue, fold_bn, fuse_networks, layout, precision, select,
-               structured, triton_codegen, tucker)
+               select_through, structured, triton_codegen, tucker)
 
 
 def pipeline() -> list[Pass]:
     """All passes, in the order they run: simplifications, fusion, the approximate passes (which need the model's
     own convolutions and weights, before batch-norm folding and layout rewrite them), the remaining exact
     rewrites, then planning and code generation."""
-    return [cse.PASS, algebraic.PASS, fuse_networks.PASS,
+    return [cse.PASS, algebraic.PASS, select_through.PASS, fuse_networks.PASS,
             structured.PASS, precision.PASS, tucker.PASS, select.PASS,
             fold_bn.PASS, conv_calls.PASS, epilogue.PASS, layout.PASS, contraction_order.PASS, triton_codegen.PASS]

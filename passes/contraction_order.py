@@ -23,8 +23,8 @@ from tcomp.plan import ContractionPlan, decision_sizes, default_pairs, opt_einsu
 
 NAME = "contraction_order"
 
-_OPTIMAL_MAX = 6
-_DP_MAX = 12
+OPTIMAL_MAX = 6  # networks up to this many operands are also planned exhaustively (every pair, outer products too)
+DP_MAX = 12  # networks up to this many operands are planned by dynamic programming (exactly, under FLOPs)
 
 
 def candidate_trees(net: Network, time_budget: float = 1.0, quick: bool = False
@@ -40,12 +40,15 @@ def candidate_trees(net: Network, time_budget: float = 1.0, quick: bool = False
     if n == 2:
         return [("pair", [(0, 1)])]
     strategies: list[tuple[str, object]] = [("auto", "auto"), ("greedy", "greedy")]
-    if not quick and n <= _OPTIMAL_MAX:
+    if not quick and n <= OPTIMAL_MAX:
         strategies.append(("optimal", "optimal"))
-    if not quick and n <= _DP_MAX:
+    if not quick and n <= DP_MAX:
         strategies += [("dp-flops", opt_einsum.DynamicProgramming(minimize="flops")),
                        ("dp-size", opt_einsum.DynamicProgramming(minimize="size")),
-                       ("dp-combo", opt_einsum.DynamicProgramming(minimize="combo"))]
+                       ("dp-combo", opt_einsum.DynamicProgramming(minimize="combo")),
+                       # outer products too (opt_einsum's dp skips them by default): an MPS site's boundary vector
+                       # times its feature, then one GEMM with the core, beats a batch of matrix-vector products
+                       ("dp-outer", opt_einsum.DynamicProgramming(minimize="flops", search_outer=True))]
     trees: dict[tuple, str] = {}
     for name, strategy in strategies:
         try:
@@ -53,8 +56,11 @@ def candidate_trees(net: Network, time_budget: float = 1.0, quick: bool = False
         except (ValueError, RuntimeError, MemoryError):
             continue
         trees.setdefault(tuple(pairs), name)
-    if not quick and n > _DP_MAX:
+    if not quick and n > DP_MAX:
         trees.setdefault(tuple(_searched(net, kept, time_budget)), "path search")
+    # the operands in the order they were written, left to right (torch.einsum's order without opt_einsum):
+    # merged chains keep their operands in chain order, so this is an MPS's vector-times-feature, then-core chain
+    trees.setdefault(tuple((0, 1) if s == 0 else (n + s - 1, s + 1) for s in range(n - 1)), "left to right")
     folded = _constants_first(net, kept)
     if folded is not None:
         trees.setdefault(tuple(folded), "constants-first")

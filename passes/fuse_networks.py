@@ -9,7 +9,10 @@ A Network operand produced by another Network is replaced by that producer's ope
   only splits or merges indices — see :func:`tcomp.indices.refine`);
 - and the merged network's planned cost is not above the two plans' sum under tcomp's cost model (so merging
   never makes a program slower by the model's account; the contraction_order pass then plans the merged network,
-  including pre-contracting constant sub-networks such as two Linears with no activation between them).
+  including pre-contracting constant sub-networks such as two Linears with no activation between them) — and
+  strictly below it once the merged network has more operands than contraction_order plans exhaustively
+  (:data:`~tcomp.passes.contraction_order.OPTIMAL_MAX`), so that a long chain is not grown into one network that
+  costs minutes to plan and gains nothing over its pieces.
 
 A multiply by a Python scalar whose reader is a Network becomes part of the network's epilogue first (scalar
 scaling is linear), so networks fuse through it. Merging works across module boundaries: the IR has none.
@@ -19,10 +22,10 @@ from __future__ import annotations
 from tcomp.indices import IndexPool, refine
 from tcomp.ir import ACC, EpilogueOp, Network, Pointwise, Program, Value
 from tcomp.passmanager import Pass, PassContext, PassReport
-from tcomp.plan import default_pairs
+from tcomp.plan import ContractionPlan, default_pairs
 from tcomp.symbolic import as_size
 
-from .contraction_order import best_plan
+from .contraction_order import OPTIMAL_MAX, best_plan
 
 NAME = "fuse_networks"
 
@@ -67,9 +70,14 @@ def _rename(net: Network, mapping: dict[str, tuple[str, ...]], sizes: dict[str, 
                    _split_dims(net.out_dims, mapping), new_sizes, net.epilogue, None, net.origin, net.hint)
 
 
-def merge(consumer: Network, position: int, producer: Network) -> Network | None:
+def merge(consumer: Network, position: int, producer: Network,
+          trees: tuple[list[tuple[int, int]], list[tuple[int, int]]] | None = None) -> Network | None:
     """The consumer with operand ``position`` (the producer's result) replaced by the producer's sub-network, or
-    None when the two index structures have no common refinement or the producer's epilogue is not linear."""
+    None when the two index structures have no common refinement or the producer's epilogue is not linear.
+
+    ``trees`` — the (consumer, producer) contraction trees the two were priced with — make the merged network's
+    hint exactly that unfused evaluation, so that planning the merged network can only do better; without them
+    the hint is built from each network's own hint (or opt_einsum's default tree)."""
     scale = _scale_of(producer.epilogue)
     if scale is None:
         return None
@@ -105,16 +113,20 @@ def merge(consumer: Network, position: int, producer: Network) -> Network | None
     origin = " + ".join(o for o in (producer.origin, consumer.origin) if o)
     return Network(consumer.out, operands, dims, consumer.out_dims,
                    {i: s for i, s in all_sizes.items() if i in used}, epilogue, None, origin,
-                   _merged_tree(consumer, position, producer))
+                   _merged_tree(consumer, position, producer, trees))
 
 
-def _merged_tree(consumer: Network, position: int, producer: Network) -> tuple[tuple[int, int], ...]:
+def _merged_tree(consumer: Network, position: int, producer: Network,
+                 trees: tuple[list[tuple[int, int]], list[tuple[int, int]]] | None) -> tuple[tuple[int, int], ...]:
     """The tree that evaluates the producer's sub-network first, then the consumer's (the unfused order), over
     the merged operand list; contraction_order prices it beside opt_einsum's trees."""
     m, n = len(producer.operands), len(consumer.operands)
     total = n - 1 + m
-    p_pairs = list(producer.hint) if producer.hint is not None else default_pairs(producer)
-    c_pairs = list(consumer.hint) if consumer.hint is not None else default_pairs(consumer)
+    if trees is not None:
+        c_pairs, p_pairs = (list(t) for t in trees)
+    else:
+        p_pairs = list(producer.hint) if producer.hint is not None else default_pairs(producer)
+        c_pairs = list(consumer.hint) if consumer.hint is not None else default_pairs(consumer)
 
     def p_id(t: int) -> int:
         return position + t if t < m else total + (t - m)
@@ -187,10 +199,12 @@ def run(program: Program, ctx: PassContext) -> tuple[Program, PassReport]:
                 single = len(readers) == 1 and sum(1 for o in current.operands if o is v) == 1
                 if not (single or (prod.is_relabel and _scale_of(prod.epilogue) is not None)):
                     continue
-                merged = merge(current, pos, prod)
+                separate = [best_plan(net, ctx, new.example_batch, quick=True) for net in (current, prod)]
+                merged = merge(current, pos, prod, tuple([(s.lhs, s.rhs) for s in p.steps] for p in separate))
                 if merged is None:
                     continue
-                if not _cheaper(merged, current, prod, ctx, new.example_batch):
+                strictly = len(merged.operands) > OPTIMAL_MAX
+                if not _cheaper(merged, separate, ctx, new.example_batch, strictly):
                     rejected_cost += 1
                     continue
                 current = merged
@@ -207,12 +221,16 @@ def run(program: Program, ctx: PassContext) -> tuple[Program, PassReport]:
     return new, report
 
 
-def _cheaper(merged: Network, consumer: Network, producer: Network, ctx: PassContext, batch) -> bool:
+def _cheaper(merged: Network, separate: list[ContractionPlan], ctx: PassContext, batch, strictly: bool) -> bool:
+    """Whether the merged network's plan costs no more (``strictly``: less) than the separate plans together.
+    The merged network's hint is their unfused evaluation, so a tie is the common case; ties merge only while the
+    merged network stays small enough to be planned exhaustively (:data:`OPTIMAL_MAX` operands) — beyond that a
+    merge must pay, or a long chain (an MPS, 63 sites) would grow into one network that costs minutes to plan and
+    gains nothing over its pieces."""
     b = max(batch or 2, 2)
     fused = best_plan(merged, ctx, batch, quick=True).cost.time_at(b)
-    separate = best_plan(consumer, ctx, batch, quick=True).cost.time_at(b) + \
-        best_plan(producer, ctx, batch, quick=True).cost.time_at(b)
-    return fused <= separate * (1 + 1e-9)
+    separate_time = sum(p.cost.time_at(b) for p in separate)
+    return fused < separate_time * (1 - 1e-9) if strictly else fused <= separate_time * (1 + 1e-9)
 
 
 PASS = Pass(NAME, run, exact=True, doc=__doc__.splitlines()[0])

@@ -13,7 +13,8 @@ import tcomp
 import tcomp.passes
 from tcomp.ir import Call
 from tcomp.numerics import compare
-from tcomp.passes import algebraic, contraction_order, conv_calls, cse, epilogue, fold_bn, fuse_networks, layout
+from tcomp.passes import (algebraic, contraction_order, conv_calls, cse, epilogue, fold_bn, fuse_networks, layout,
+                          select_through)
 from tcomp.passmanager import Pass
 
 
@@ -25,8 +26,8 @@ def layout_pass(choice: str) -> Pass:
 
 def simplify_passes(layout_choice: str = "channels_last") -> list[Pass]:
     """The exact passes in the pipeline's order (tcomp.passes.pipeline), with the layout decision fixed."""
-    return [cse.PASS, algebraic.PASS, fuse_networks.PASS, fold_bn.PASS, conv_calls.PASS, epilogue.PASS,
-            layout_pass(layout_choice), contraction_order.PASS]
+    return [cse.PASS, algebraic.PASS, select_through.PASS, fuse_networks.PASS, fold_bn.PASS, conv_calls.PASS,
+            epilogue.PASS, layout_pass(layout_choice), contraction_order.PASS]
 
 
 @contextlib.contextmanager
