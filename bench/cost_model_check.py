@@ -15,7 +15,7 @@ import tcomp
 from tcomp.emit import emit
 from tcomp.ir import Network
 from tcomp.layertime import call_times, random_inputs, subprogram
-from tcomp.passes.contraction_order import candidate_trees
+from tcomp.passes.contraction_order import best_plan, candidate_trees
 from tcomp.passmanager import PassContext
 from tcomp.plan import plan_network
 from tcomp.zoo import get_entry
@@ -32,11 +32,10 @@ def check(name: str, batch: int | None) -> list[dict]:
     entry = get_entry(name)
     model = entry.build()
     x = entry.example_inputs(batch=batch)
-    compiled = tcomp.compile(model, x, backend="eager", passes=["fuse_networks"])
+    compiled = tcomp.compile(model, x, backend="eager", passes=["select_through", "fuse_networks"])
     program = compiled.program
     b = program.example_batch or 1
     rows = []
-    ctx = PassContext((), False)
     for op in program.ops:
         if not isinstance(op, Network) or len(op.operands) < 3:
             continue
@@ -48,12 +47,12 @@ def check(name: str, batch: int | None) -> list[dict]:
             plan = plan_network(op, pairs, batch=program.example_batch, fold_constants=True, method=method)
             results.append({"method": method, "predicted_ms": plan.cost.time_at(b) * 1e3,
                             "measured_ms": time_plan(op, plan, b) * 1e3})
-        pred = min(results, key=lambda r: r["predicted_ms"])
+        chosen = best_plan(op, PassContext((), False), program.example_batch).method  # ties broken as tcomp does
+        pred = next(r for r in results if r["method"] == chosen)
         meas = min(results, key=lambda r: r["measured_ms"])
         rows.append({"model": name, "network": op.out.name, "equation": op.grouped_equation()[:80],
                      "candidates": results, "predicted_best": pred["method"], "measured_best": meas["method"],
                      "loss_if_predicted": pred["measured_ms"] / meas["measured_ms"]})
-    del ctx
     return rows
 
 
