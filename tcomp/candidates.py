@@ -221,7 +221,7 @@ def propagate_dtypes(program: Program, example_inputs: tuple) -> Program:
 
     before = {id(v): v.dtype for v in program.output_values()}
     modules = {op.target: op.module for op in program.ops if isinstance(op, Call) and op.kind == "module"}
-    gm = emit(program, modules)
+    gm = emit(program, modules, dtypes_unknown=True)
     results = _propagate(gm, example_inputs, fake=True)
     by_node = {node: name for name, node in gm.tcomp_nodes.items()}
     dtypes = {by_node[n]: r.dtype for n, r in results.items() if n in by_node and hasattr(r, "dtype")}

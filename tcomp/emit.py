@@ -27,14 +27,19 @@ from .runtime import CachedFunction, Compose, FoldedConstant
 from .symbolic import B, Size, prod
 
 
-def emit(program: Program, modules: dict[str, nn.Module], fold_buffers: bool = False) -> fx.GraphModule:
+def emit(program: Program, modules: dict[str, nn.Module], fold_buffers: bool = False,
+         dtypes_unknown: bool = False) -> fx.GraphModule:
     """Build the GraphModule. ``modules`` maps the qualified names of submodules that Calls reference.
+
+    ``dtypes_unknown``: the program's recorded activation dtypes may be stale (a selection just changed some
+    Networks' compute dtype, and :func:`tcomp.candidates.propagate_dtypes` runs this program to find the new ones),
+    so every Network casts each floating activation operand to the dtype it computes in, whatever is recorded.
 
     With ``fold_buffers`` a folded constant is read from a buffer (``tcomp.fold_N_value``) instead of calling its
     FoldedConstant, so that a graph compiler sees a plain tensor; the caller refreshes the buffers before each
     call (see :mod:`tcomp.inductor`) from ``gm.tcomp_folds``: (FoldedConstant, parameters, buffer) triples.
     """
-    e = _Emitter(program, modules, fold_buffers)
+    e = _Emitter(program, modules, fold_buffers, dtypes_unknown)
     gm = e.run()
     gm.tcomp_folds = e.fold_buffers
     gm.tcomp_nodes = {name: node.name for name, node in e.named_nodes.items()}
@@ -43,9 +48,11 @@ def emit(program: Program, modules: dict[str, nn.Module], fold_buffers: bool = F
 
 
 class _Emitter:
-    def __init__(self, program: Program, modules: dict[str, nn.Module], fold_buffers: bool = False):
+    def __init__(self, program: Program, modules: dict[str, nn.Module], fold_buffers: bool = False,
+                 dtypes_unknown: bool = False):
         self.p = program
         self.use_fold_buffers = fold_buffers
+        self.dtypes_unknown = dtypes_unknown
         self.fold_buffers: list[tuple[FoldedConstant, list[torch.Tensor], torch.Tensor]] = []
         self.graph = fx.Graph()
         self.env: dict[int, fx.Node] = {}
@@ -194,23 +201,34 @@ class _Emitter:
         return node
 
     def _operand(self, net: Network, k: int) -> fx.Node:
+        """Operand ``k`` in the dtype the network computes in: its reduced precision, or else the network's own
+        dtype for a floating activation of another one (a bf16 layer's output read by a layer kept in fp32)."""
         v = net.operands[k]
         ix = net.flat_operand_indices()[k]
-        return self.reshape(self.value_in(v, net.compute_dtype), list(v.shape), [net.sizes[i] for i in ix])
+        dtype = net.compute_dtype
+        if dtype is None and v.kind != "const" and v.dtype is not None and v.dtype.is_floating_point \
+                and net.out.dtype.is_floating_point and (self.dtypes_unknown or v.dtype != net.out.dtype):
+            dtype = net.out.dtype
+        return self.reshape(self.value_in(v, dtype), list(v.shape), [net.sizes[i] for i in ix])
 
     def value_in(self, v: Value, dtype: torch.dtype | None) -> fx.Node:
         """``v``'s node, cast to ``dtype`` when it has another: a constant through a cached cast (once per weight
-        update), an activation with ``.to`` (a no-op when it already is of that dtype)."""
+        update), an activation with ``.to`` (a no-op when it already is of that dtype). With ``dtypes_unknown`` an
+        activation is cast whatever its recorded dtype says."""
         node = self.node(v)
-        if dtype is None or v.dtype == dtype:
+        if dtype is None:
             return node
         if v.kind == "const":
+            if (v.data.dtype if isinstance(v.data, torch.Tensor) else v.dtype) == dtype:
+                return node
             key = (v.name, dtype)
             if key not in self._casts:
                 name = f"tcomp.cast_{len(self._casts)}"
                 self.attrs[name] = CachedFunction(functools.partial(torch.Tensor.to, dtype=dtype))
                 self._casts[key] = self.graph.call_module(name, (node,))
             return self._casts[key]
+        if v.dtype == dtype and not self.dtypes_unknown:
+            return node
         return self.graph.call_method("to", (node, dtype))
 
     def _einsum(self, net: Network) -> fx.Node:
