@@ -46,7 +46,7 @@ import torch
 import torch.nn as nn
 import torch.utils._pytree as pytree
 
-from tcomp.calibrate import _machine_key, cache_dir
+from tcomp.calibrate import machine_key, cache_dir
 from tcomp.emit import emit
 from tcomp.ir import Call, Network, Op, Program, Value, substitute_inputs
 from tcomp.passmanager import Pass, PassContext, PassReport
@@ -214,7 +214,7 @@ class _Timings:
 
     def __init__(self, device: torch.device):
         tag = device.type if device.type == "cpu" else f"{device.type}-{torch.cuda.get_device_name(device)}"
-        digest = hashlib.sha1(f"{_machine_key()}|{tag}".encode()).hexdigest()[:16]
+        digest = hashlib.sha1(f"{machine_key()}|{tag}".encode()).hexdigest()[:16]
         self.path = cache_dir() / f"layout-{digest}.json"
         try:
             self.table: dict[str, list[float]] = json.loads(self.path.read_text())

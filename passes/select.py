@@ -129,7 +129,8 @@ def measure(program: Program, ctx: PassContext, cal: Calibration) -> tuple[dict[
                 runner.replace = {gm.tcomp_nodes[name]: (fn, [gm.tcomp_nodes[n] for n in names])}
                 return t, cal.error(runner, limit=limit)
 
-            found = remembered(ctx, NAME, name, option.name, batch, ctx.training, compute=time_and_error)
+            found = remembered(ctx, NAME, name, option.name, batch, ctx.training, compute=time_and_error,
+                               persist=True)
             if found is not None:
                 rows.append(Measured(option, found[0], found[1], cal.metric.additive(found[1])))
         runner.replace = {}

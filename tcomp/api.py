@@ -24,7 +24,7 @@ import torch
 import torch.fx as fx
 import torch.nn as nn
 
-from .calibration import Calibration, calibration_key
+from .calibration import Calibration, calibration_key, content_digest
 from .capture import CaptureError, capture, preserved_state
 from .heal import HealConfig
 from .metrics import get_metric
@@ -390,8 +390,10 @@ def build(model: nn.Module, flat: tuple, signature: inspect.Signature, opts: Opt
     elif opts.approximate:
         t0 = time.perf_counter()
         ctx.options["calibration_data"] = Calibration.split(model, opts.calibration, get_metric(opts.metric))
-        ctx.options["calibration_key"] = calibration_key(model, ctx.options["calibration_data"].fit
-                                                         + ctx.options["calibration_data"].held_out)
+        data = ctx.options["calibration_data"].fit + ctx.options["calibration_data"].held_out
+        ctx.options["calibration_key"] = calibration_key(model, data)
+        if isinstance(opts.metric, str):  # a user's metric function has no stable identity across processes
+            ctx.options["calibration_digest"] = content_digest(model, data, opts.metric)
         ctx.options["heal"] = HealConfig() if opts.heal is True else opts.heal or None
         timings["calibration"] = time.perf_counter() - t0
     selected = select_passes(passes_pkg.pipeline(), opts.passes, approximate=opts.approximate)

@@ -34,7 +34,8 @@ def cache_dir() -> Path:
     return Path(os.environ.get("TCOMP_CACHE_DIR", Path.home() / ".cache" / "tcomp"))
 
 
-def _machine_key() -> str:
+def machine_key() -> str:
+    """The processor, torch version, thread count and device, hashed: what measured times depend on."""
     cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as f:
@@ -51,7 +52,7 @@ def _machine_key() -> str:
 def load_or_calibrate() -> MachineModel:
     if os.environ.get("TCOMP_CALIBRATION") == "default":
         return MachineModel()
-    path = cache_dir() / f"machine-{_machine_key()}.json"
+    path = cache_dir() / f"machine-{machine_key()}.json"
     if path.exists():
         try:
             d = json.loads(path.read_text())

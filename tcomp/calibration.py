@@ -11,8 +11,12 @@ of one option is the metric between the reference outputs and the outputs with t
 """
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Iterable
 
 import torch
@@ -107,8 +111,9 @@ def calibration_key(model: torch.nn.Module, batches: list[tuple]) -> tuple:
     return id(model), hash(state), hash(data)
 
 
-def remembered(ctx, kind: str, *key, compute: Callable):
-    """``compute()``, remembered across compilations under the compilation's calibration key."""
+def remembered(ctx, kind: str, *key, compute: Callable, persist: bool = False):
+    """``compute()``, remembered across compilations under the compilation's calibration key; with ``persist``
+    (JSON-able results: numbers, lists, None), also on disk across processes (:class:`MeasurementStore`)."""
     base = ctx.options.get("calibration_key")
     if base is None:
         return compute()
@@ -118,8 +123,70 @@ def remembered(ctx, kind: str, *key, compute: Callable):
         RESULTS.popitem(last=False)
     full = (kind, *key)
     if full not in table:
-        table[full] = compute()
+        store = MeasurementStore.for_digest(ctx.options.get("calibration_digest")) if persist else None
+        found = store.get(full) if store is not None else MeasurementStore.MISSING
+        table[full] = compute() if found is MeasurementStore.MISSING else found
+        if store is not None and found is MeasurementStore.MISSING:
+            store.put(full, table[full])
     return table[full]
+
+
+def content_digest(model: torch.nn.Module, batches: list[tuple], metric: str) -> str:
+    """A digest of what an option's measured time and sensitivity depend on, stable across processes: every
+    parameter's and buffer's name, dtype, shape and bytes, the calibration tensors, the metric's name and the
+    machine key (processor, torch version, threads — the times are this machine's)."""
+    from .calibrate import machine_key
+
+    h = hashlib.sha256(f"{machine_key()}|{metric}".encode())
+    named = [*model.named_parameters(), *model.named_buffers()]
+    data = [(f"batch{k}.{j}", t) for k, b in enumerate(batches) for j, t in enumerate(b) if isinstance(t, torch.Tensor)]
+    for name, t in (*named, *data):
+        flat = t.detach().cpu().contiguous().reshape(-1)
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}".encode())
+        h.update(flat.view(torch.uint8).numpy().tobytes() if flat.numel() else b"")
+    return h.hexdigest()
+
+
+class MeasurementStore:
+    """Measurements of one (model weights, calibration data, metric, machine) on disk —
+    ``<cache>/measurements-<digest>.json`` (``TCOMP_CACHE_DIR``, default ``~/.cache/tcomp``) — so that compiling
+    the same model with the same calibration data in a new process does not measure every option again (MiniLM:
+    13 minutes the first time). Written after each new measurement (atomically: a temporary file renamed), so an
+    interrupted compilation keeps what it measured; an unreadable file is ignored and rewritten."""
+
+    MISSING = object()
+    _open: dict[str, "MeasurementStore"] = {}
+
+    def __init__(self, path: Path):
+        self.path = path
+        try:
+            self.entries: dict[str, Any] = json.loads(path.read_text())
+        except (OSError, ValueError):
+            self.entries = {}
+
+    @classmethod
+    def for_digest(cls, digest: str | None) -> "MeasurementStore | None":
+        if digest is None:
+            return None
+        from .calibrate import cache_dir
+
+        path = cache_dir() / f"measurements-{digest[:24]}.json"
+        if str(path) not in cls._open:
+            cls._open[str(path)] = cls(path)
+        return cls._open[str(path)]
+
+    def get(self, key: tuple) -> Any:
+        return self.entries.get(repr(key), self.MISSING)
+
+    def put(self, key: tuple, value: Any) -> None:
+        self.entries[repr(key)] = value
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.path.with_suffix(f".tmp{os.getpid()}")
+            tmp.write_text(json.dumps(self.entries))
+            tmp.replace(self.path)
+        except OSError:
+            pass  # a read-only cache only costs the next process its measurements
 
 
 def site_statistics(program, ctx) -> dict:

@@ -142,3 +142,32 @@ def test_target_speedup_mode():
     assert select.details["target_speedup"] == 1.5
     if select.changed:  # the knapsack found options saving a third of the measured time
         assert select.details["predicted_saving_s"] >= select.details["base_time_s"] * (1 - 1 / 1.5) * 0.999
+
+
+def test_a_bf16_layer_read_by_a_layer_kept_in_fp32():
+    """fc1 in bf16 and fc2 (and head) kept fp32: the fp32 networks cast the bf16 activation up — also while the
+    selection propagates the new dtypes (the recorded ones are stale then) — and the output stays float32."""
+    from tcomp.emit import emit
+    from tcomp.passes.select import Measured, apply_selection
+
+    model = LowRankMLP(d=64, rank=4).eval()
+    cal = _batches(3, 16, 64)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr("tcomp.passes.select.time_ops", _flop_time)
+        captured = {}
+        original = apply_selection
+
+        def keep(program, chosen, example):
+            captured.update(program=program, example=example)
+            return original(program, chosen, example)
+
+        mp.setattr("tcomp.passes.select.apply_selection", keep)
+        tcomp.compile(model, cal[0], tolerance=0.5, calibration=cal, structures=("svd",))
+    program = captured["program"]
+    option = next(o for o in program.sites["fc1"].options if o.dtype == torch.bfloat16 and "rank" not in o.name)
+    mixed = apply_selection(program, {"fc1": Measured(option, 0.0, 0.0, 0.0)}, captured["example"])
+    gm = emit(mixed, {})
+    with torch.no_grad():
+        out, ref = gm(cal[1]), model(cal[1])
+    assert out.dtype == torch.float32
+    assert _relative(out, ref) < 2e-2  # bf16 rounding of one layer

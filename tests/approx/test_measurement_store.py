@@ -1,0 +1,76 @@
+"""Option measurements (time, sensitivity) persist on disk, keyed by the model's weights, the calibration data,
+the metric and the machine: a second process compiling the same model with the same data measures no option again
+and selects the same options; anything else that changes measures afresh."""
+import copy
+
+import pytest
+import torch
+import torch.nn as nn
+from test_select import _batches, _flop_time
+
+import tcomp
+from tcomp.calibration import RESULTS, MeasurementStore, content_digest
+
+
+class Small(nn.Module):
+    def __init__(self, d=256, rank=8):
+        super().__init__()
+        g = torch.Generator().manual_seed(0)
+        self.fc1, self.fc2 = nn.Linear(d, d), nn.Linear(d, 10)
+        with torch.no_grad():
+            self.fc1.weight.copy_(torch.randn(d, rank, generator=g) @ torch.randn(rank, d, generator=g) / d ** 0.5)
+
+    def forward(self, x):
+        return self.fc2(torch.relu(self.fc1(x)))
+
+
+def _new_process():
+    """What a new process starts with: no in-process results, no open stores."""
+    RESULTS.clear()
+    MeasurementStore._open.clear()
+
+
+def _compile(model, cal, calls):
+    def counted(ops, batch, training=False, repeats=9):
+        calls.append(len(ops))
+        return _flop_time(ops, batch, training, repeats)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr("tcomp.passes.select.time_ops", counted)
+        c = tcomp.compile(model, cal[0], tolerance=0.05, calibration=cal, structures=("svd",))
+    select = next(p for p in c.report.passes if p.name == "select")
+    return {r["site"]: r["chosen"] for r in select.details["layers"]}
+
+
+def test_a_second_process_measures_no_option_again_and_chooses_the_same():
+    model, cal = Small().eval(), _batches(4, 64, 256)
+    _new_process()
+    first_calls, second_calls = [], []
+    first = _compile(model, cal, first_calls)
+    _new_process()
+    second = _compile(copy.deepcopy(model), [t.clone() for t in cal], second_calls)  # equal values, new tensors
+    assert first == second and any(c != "dense" for c in first.values())
+    dense_sites = len(first)
+    assert len(first_calls) > dense_sites  # the first compile timed the options too
+    assert len(second_calls) == dense_sites  # the second only the dense layers it compares against
+
+
+def test_the_digest_follows_weights_data_and_metric():
+    model, cal = Small().eval(), [(t,) for t in _batches(2, 8, 256)]
+    base = content_digest(model, cal, "cosine")
+    assert content_digest(copy.deepcopy(model), [(t.clone(),) for (t,) in cal], "cosine") == base
+    other = copy.deepcopy(model)
+    with torch.no_grad():
+        other.fc2.bias[0] += 1e-3
+    assert content_digest(other, cal, "cosine") != base
+    assert content_digest(model, cal, "relative_l2") != base
+    assert content_digest(model, [(cal[0][0] + 1e-6,), cal[1]], "cosine") != base
+
+
+def test_an_unreadable_store_is_ignored_and_rewritten(tmp_path):
+    path = tmp_path / "measurements-x.json"
+    path.write_text("{not json")
+    store = MeasurementStore(path)
+    assert store.get(("select", "fc1")) is MeasurementStore.MISSING
+    store.put(("select", "fc1"), [1e-3, 0.01])
+    assert MeasurementStore(path).get(("select", "fc1")) == [1e-3, 0.01]
