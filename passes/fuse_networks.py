@@ -197,8 +197,8 @@ def run(program: Program, ctx: PassContext) -> tuple[Program, PassReport]:
                     continue
                 readers = users.get(id(v), [])
                 single = len(readers) == 1 and sum(1 for o in current.operands if o is v) == 1
-                if not (single or (prod.is_relabel and _scale_of(prod.epilogue) is not None)):
-                    continue
+                if not (single or prod.is_relabel) or _scale_of(prod.epilogue) is None:
+                    continue  # (a producer whose epilogue is not linear never merges: skip pricing it)
                 separate = [best_plan(net, ctx, new.example_batch, quick=True) for net in (current, prod)]
                 merged = merge(current, pos, prod, tuple([(s.lhs, s.rhs) for s in p.steps] for p in separate))
                 if merged is None:

@@ -18,7 +18,10 @@ leading dimension), or ``aten.select(x, dim, k)``; every selected dimension of t
 size-1 dimension) of static size, and that index is one whole dimension of every operand that has it; the
 Network's epilogue reads no tensor other than its result (scalar scaling, activations — they commute with
 selection); no reduced precision or kernel has been chosen yet. A Network whose result is also read whole, or is
-a program output, is left alone: pushing the selection through would compute it twice. Exact: the same products
+a program output, is left alone: pushing the selection through would compute it twice. The push must pay: every
+piece is read by Networks only (fuse_networks merges it into its reader), or the pieces cost no more than the
+whole under the cost model. Nothing is pushed in a program that writes a tensor in place (a selected view
+written in place must keep aliasing the whole result). Exact: the same products
 and sums, fewer of them when not every site is read. Complexity: one walk over the ops. See
 docs/passes/select_through.md.
 """
@@ -28,9 +31,11 @@ import operator
 
 import torch
 
-from tcomp.ir import Call, Dims, Network, Op, Program, Value
+from tcomp.ir import Call, Dims, Network, Op, Program, Value, format_op
 from tcomp.passmanager import Pass, PassContext, PassReport
 
+from .contraction_order import best_plan
+from .cse import mutation
 from .weights import Names
 
 NAME = "select_through"
@@ -123,10 +128,15 @@ def _without(order: tuple[int, ...] | None, dropped: list[int]) -> tuple[int, ..
 
 def run(program: Program, ctx: PassContext) -> tuple[Program, PassReport]:
     new = program.copy()
+    writer = mutation(new)
+    if writer is not None:  # a selected view written in place must keep aliasing the whole result
+        report = PassReport(NAME)
+        report.notes.append(f"skipped: the program writes a tensor in place ({format_op(writer)[:60]})")
+        return new, report
     names = Names(new)
     users = new.users()
     replaced: dict[int, list[Op]] = {}
-    pushed = 0
+    pushed = kept_by_cost = 0
     for op in new.ops:
         if not isinstance(op, Network) or not _selectable(op) or new.is_output(op.out):
             continue
@@ -137,6 +147,9 @@ def run(program: Program, ctx: PassContext) -> tuple[Program, PassReport]:
         plans = [_push(op, r, p, names) for r, p in zip(readers, picks)]
         if any(p is None for p in plans):
             continue
+        if not _pays(op, [ops[-1] for ops in plans], users, ctx, new.example_batch):
+            kept_by_cost += 1
+            continue
         for r, ops in zip(readers, plans):
             replaced[id(r)] = ops
         pushed += 1
@@ -144,9 +157,24 @@ def run(program: Program, ctx: PassContext) -> tuple[Program, PassReport]:
     removed = new.eliminate_dead_code()
     report = PassReport(NAME, changed=pushed > 0)
     report.notes.append(f"{pushed} network(s) read only through integer indices: {len(replaced)} selection(s) "
-                        f"pushed into the operands, {removed} op(s) removed")
-    report.details = {"networks": pushed, "selections": len(replaced), "removed": removed}
+                        f"pushed into the operands, {removed} op(s) removed, {kept_by_cost} kept whole by the "
+                        f"cost model")
+    report.details = {"networks": pushed, "selections": len(replaced), "removed": removed,
+                      "kept_by_cost": kept_by_cost}
     return new, report
+
+
+def _pays(whole: Network, pieces: list[Network], users, ctx: PassContext, batch) -> bool:
+    """Whether to push: when every selected piece is read as an operand of Networks only (fuse_networks then
+    merges it into its reader, where the plan can avoid the piece altogether — the MPS site matrices), or when the pieces together
+    cost no more than the whole under the cost model. Otherwise one large GEMM would become many small ones (an
+    RNN's input projection for all time steps, read one step at a time by an add)."""
+    if all(readers and all(isinstance(r, Network) and any(o is p.out for o in r.operands) for r in readers)
+           for p, readers in ((p, users.get(id(p.out), [])) for p in pieces)):
+        return True
+    b = max(batch or 2, 2)
+    split = sum(best_plan(p, ctx, batch, quick=True).cost.time_at(b) for p in pieces)
+    return split <= best_plan(whole, ctx, batch, quick=True).cost.time_at(b) * (1 + 1e-9)
 
 
 PASS = Pass(NAME, run, exact=True, doc=__doc__.splitlines()[0])

@@ -393,7 +393,8 @@ def build(model: nn.Module, flat: tuple, signature: inspect.Signature, opts: Opt
         data = ctx.options["calibration_data"].fit + ctx.options["calibration_data"].held_out
         ctx.options["calibration_key"] = calibration_key(model, data)
         if isinstance(opts.metric, str):  # a user's metric function has no stable identity across processes
-            ctx.options["calibration_digest"] = content_digest(model, data, opts.metric)
+            ctx.options["calibration_digest"] = content_digest(model, program.format(costs=False), data,
+                                                               opts.metric)
         ctx.options["heal"] = HealConfig() if opts.heal is True else opts.heal or None
         timings["calibration"] = time.perf_counter() - t0
     selected = select_passes(passes_pkg.pipeline(), opts.passes, approximate=opts.approximate)

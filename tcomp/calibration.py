@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -131,17 +132,23 @@ def remembered(ctx, kind: str, *key, compute: Callable, persist: bool = False):
     return table[full]
 
 
-def content_digest(model: torch.nn.Module, batches: list[tuple], metric: str) -> str:
-    """A digest of what an option's measured time and sensitivity depend on, stable across processes: every
-    parameter's and buffer's name, dtype, shape and bytes, the calibration tensors, the metric's name and the
-    machine key (processor, torch version, threads — the times are this machine's)."""
+def content_digest(model: torch.nn.Module, program_text: str, batches: list[tuple], metric: str) -> str:
+    """A digest of what an option's measured time and sensitivity depend on, stable across processes: the
+    lowered program's printed form (what the model computes, op by op), every parameter's and buffer's name, dtype,
+    shape and bytes, the calibration batches (tensors by value, anything else by ``repr``), the metric's name, the
+    tcomp version and the machine key (processor, torch version, threads — the times are this machine's)."""
+    from . import __version__
     from .calibrate import machine_key
 
-    h = hashlib.sha256(f"{machine_key()}|{metric}".encode())
+    h = hashlib.sha256(f"{machine_key()}|{__version__}|{metric}|{program_text}".encode())
     named = [*model.named_parameters(), *model.named_buffers()]
-    data = [(f"batch{k}.{j}", t) for k, b in enumerate(batches) for j, t in enumerate(b) if isinstance(t, torch.Tensor)]
-    for name, t in (*named, *data):
-        flat = t.detach().cpu().contiguous().reshape(-1)
+    leaves = [(f"batch{k}.{j}", t) for k, b in enumerate(batches)
+              for j, t in enumerate(torch.utils._pytree.tree_leaves(b))]
+    for name, t in (*named, *leaves):
+        if not isinstance(t, torch.Tensor):
+            h.update(f"{name}|{t!r}".encode())
+            continue
+        flat = t.detach().cpu().resolve_conj().resolve_neg().contiguous().reshape(-1)
         h.update(f"{name}|{t.dtype}|{tuple(t.shape)}".encode())
         h.update(flat.view(torch.uint8).numpy().tobytes() if flat.numel() else b"")
     return h.hexdigest()
@@ -151,8 +158,9 @@ class MeasurementStore:
     """Measurements of one (model weights, calibration data, metric, machine) on disk —
     ``<cache>/measurements-<digest>.json`` (``TCOMP_CACHE_DIR``, default ``~/.cache/tcomp``) — so that compiling
     the same model with the same calibration data in a new process does not measure every option again (MiniLM:
-    13 minutes the first time). Written after each new measurement (atomically: a temporary file renamed), so an
-    interrupted compilation keeps what it measured; an unreadable file is ignored and rewritten."""
+    13 minutes the first time). Written after each new measurement (atomically: a temporary file renamed, merged
+    with what is on disk), so an interrupted compilation keeps what it measured and two processes measuring the
+    same model keep both; an unreadable file is ignored and rewritten."""
 
     MISSING = object()
     _open: dict[str, "MeasurementStore"] = {}
@@ -179,10 +187,16 @@ class MeasurementStore:
         return self.entries.get(repr(key), self.MISSING)
 
     def put(self, key: tuple, value: Any) -> None:
+        """Record one measurement; the file gets what another process wrote meanwhile too (read, merge, write)."""
         self.entries[repr(key)] = value
         try:
+            on_disk = json.loads(self.path.read_text())
+            self.entries = {**on_disk, **self.entries} if isinstance(on_disk, dict) else self.entries
+        except (OSError, ValueError):
+            pass
+        try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.path.with_suffix(f".tmp{os.getpid()}")
+            tmp = self.path.with_suffix(f".tmp{os.getpid()}-{threading.get_ident()}")
             tmp.write_text(json.dumps(self.entries))
             tmp.replace(self.path)
         except OSError:

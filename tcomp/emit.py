@@ -201,14 +201,15 @@ class _Emitter:
         return node
 
     def _operand(self, net: Network, k: int) -> fx.Node:
-        """Operand ``k`` in the dtype the network computes in: its reduced precision, or else the network's own
-        dtype for a floating activation of another one (a bf16 layer's output read by a layer kept in fp32)."""
+        """Operand ``k`` in the dtype the network contracts in (:func:`contraction_dtype`): a bf16 layer's output
+        read by a layer kept in fp32 is cast up; an integer operand is left alone."""
         v = net.operands[k]
         ix = net.flat_operand_indices()[k]
-        dtype = net.compute_dtype
-        if dtype is None and v.kind != "const" and v.dtype is not None and v.dtype.is_floating_point \
-                and net.out.dtype.is_floating_point and (self.dtypes_unknown or v.dtype != net.out.dtype):
-            dtype = net.out.dtype
+        dtype = contraction_dtype(net)
+        if v.kind != "const" and not (v.dtype is not None and v.dtype.is_floating_point):
+            dtype = None
+        elif dtype is None and self.dtypes_unknown and v.kind != "const" and net.out.dtype.is_floating_point:
+            dtype = net.out.dtype  # activations only, recorded dtypes stale: contract in the recorded result dtype
         return self.reshape(self.value_in(v, dtype), list(v.shape), [net.sizes[i] for i in ix])
 
     def value_in(self, v: Value, dtype: torch.dtype | None) -> fx.Node:
@@ -364,6 +365,22 @@ class _Emitter:
         self.attrs[f"{name}_value"] = value
         self.fold_buffers.append((fn, params, value))
         return self.graph.get_attr(f"{name}_value")
+
+
+def contraction_dtype(net: Network) -> torch.dtype | None:
+    """The dtype a Network contracts in: its reduced precision; else its floating constants' (the weights' —
+    an activation from a layer now in bf16 is cast to them); else, when its floating activations are recorded
+    with different dtypes, their promotion; else None (operands as they come). Not the result's dtype: an
+    epilogue may cast that (``lin(x).double()``)."""
+    if net.compute_dtype is not None:
+        return net.compute_dtype
+    for v in net.operands:
+        if v.kind == "const":
+            dtype = v.data.dtype if isinstance(v.data, torch.Tensor) else v.dtype
+            if dtype is not None and dtype.is_floating_point:
+                return dtype
+    floats = {v.dtype for v in net.operands if v.dtype is not None and v.dtype.is_floating_point}
+    return functools.reduce(torch.promote_types, sorted(floats, key=str)) if len(floats) > 1 else None
 
 
 def _subtree_leaves(plan: ContractionPlan, term: int, n: int) -> set[int]:

@@ -57,14 +57,25 @@ def test_a_second_process_measures_no_option_again_and_chooses_the_same():
 
 def test_the_digest_follows_weights_data_and_metric():
     model, cal = Small().eval(), [(t,) for t in _batches(2, 8, 256)]
-    base = content_digest(model, cal, "cosine")
-    assert content_digest(copy.deepcopy(model), [(t.clone(),) for (t,) in cal], "cosine") == base
+    base = content_digest(model, "program", cal, "cosine")
+    assert content_digest(copy.deepcopy(model), "program", [(t.clone(),) for (t,) in cal], "cosine") == base
     other = copy.deepcopy(model)
     with torch.no_grad():
         other.fc2.bias[0] += 1e-3
-    assert content_digest(other, cal, "cosine") != base
-    assert content_digest(model, cal, "relative_l2") != base
-    assert content_digest(model, [(cal[0][0] + 1e-6,), cal[1]], "cosine") != base
+    assert content_digest(other, "program", cal, "cosine") != base
+    assert content_digest(model, "program", cal, "relative_l2") != base
+    assert content_digest(model, "program", [(cal[0][0] + 1e-6,), cal[1]], "cosine") != base
+    assert content_digest(model, "another program", cal, "cosine") != base  # same weights, other forward code
+    assert content_digest(model, "program", [(cal[0][0], 3), cal[1]], "cosine") != base  # a non-tensor argument
+
+
+def test_two_writers_keep_both_measurements(tmp_path):
+    path = tmp_path / "measurements-y.json"
+    a, b = MeasurementStore(path), MeasurementStore(path)  # two processes that opened the file before either wrote
+    a.put(("select", "fc1"), [1.0, 0.1])
+    b.put(("select", "fc2"), [2.0, 0.2])
+    fresh = MeasurementStore(path)
+    assert fresh.get(("select", "fc1")) == [1.0, 0.1] and fresh.get(("select", "fc2")) == [2.0, 0.2]
 
 
 def test_an_unreadable_store_is_ignored_and_rewritten(tmp_path):

@@ -1,6 +1,7 @@
 """select_through: integer indexing of a contraction's result becomes a contraction of indexed operands — the
-stacked result is never built, forward and gradients equal eager, and a result that is also read whole (or has a
-tensor in its epilogue) is left alone."""
+stacked result is never built, forward and gradients equal eager (SiteChain is captured at aten level, so its
+selections are ``aten.select``; Selector's are ``getitem``), and a result that is also read whole, has a tensor in
+its epilogue, is written in place, or would be split into pieces that cost more, is left alone."""
 import torch
 import torch.nn as nn
 from hypothesis import given, settings
@@ -80,19 +81,66 @@ class BiasedStack(nn.Module):
         super().__init__()
         self.lin = nn.Linear(4, 6)
 
-    def forward(self, x):  # [B, 4] -> rows 1 and -1 of the biased product
+    def forward(self, x):  # [B, 4] -> output features 1 and -1 of the biased product
         y = self.lin(x)
-        return y[1] * 2, y[-1]
+        return y[:, 1] * 2, y[:, -1]
 
 
-def test_selections_through_a_linear_with_bias(use_passes):
-    """The bias is part of the product's epilogue only after the epilogue pass; here it is an add, and the
-    selection of the batch index (size 3, static) is pushed into the activation."""
+def test_a_product_with_its_bias_in_the_epilogue_is_left_alone(use_passes):
+    """The bias add is part of the Linear's epilogue (a tensor the selection would have to index too)."""
     use_passes(PASSES)
     model, x = BiasedStack(), torch.randn(3, 4)
     c = compiled(model, x)
+    assert report_of(c, "select_through").details["networks"] == 0
     assert_forward_equal(model, c, x)
     assert_gradients_equal(model, x)
+
+
+class WrittenInPlace(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.w = nn.Parameter(torch.randn(3, 4, 5))
+
+    def forward(self, x):
+        t = torch.einsum("bi,sio->sbo", x, self.w)
+        a = t[0]
+        a.mul_(2)  # writes t through the view
+        return t[0, :] + t[1]
+
+
+def test_nothing_is_pushed_in_a_program_that_writes_in_place(use_passes):
+    use_passes(PASSES)
+    model, x = WrittenInPlace(), torch.randn(2, 4)
+    c = compiled(model, x)
+    assert report_of(c, "select_through").details.get("networks", 0) == 0
+    assert_forward_equal(model, c, x)
+
+
+class InputProjection(nn.Module):
+    """An RNN's input projection for every time step at once, read one step at a time by an add: splitting the
+    one GEMM into a GEMM per step would not pay, and nothing merges the pieces."""
+
+    def __init__(self, steps=8, d=16, h=32):
+        super().__init__()
+        self.steps = steps
+        self.w_in = nn.Parameter(torch.randn(d, h) / d ** 0.5)
+        self.w_h = nn.Parameter(torch.randn(h, h) / h ** 0.5)
+
+    def forward(self, xs):  # [B, T, d]
+        proj = torch.einsum("bti,ih->bth", xs, self.w_in)
+        h = torch.zeros_like(proj[:, 0])
+        for t in range(self.steps):
+            h = torch.tanh(proj[:, t] + h @ self.w_h)
+        return h
+
+
+def test_a_split_that_does_not_pay_is_kept_whole(use_passes):
+    use_passes(PASSES)
+    model, x = InputProjection(), torch.randn(64, 8, 16)
+    c = compiled(model, x)
+    details = report_of(c, "select_through").details
+    assert details["kept_by_cost"] == 1 and details["networks"] == 0
+    assert_forward_equal(model, c, x)
 
 
 class Selector(nn.Module):
@@ -133,3 +181,8 @@ def test_random_selections_equal_eager(data):
     with pipeline(PASSES):
         c = compiled(model, x)
     assert_forward_equal(model, c, x)
+    fixes_batch = any(isinstance(k, int) for key in keys
+                      for i, k in zip(out, key if isinstance(key, tuple) else (key,)) if i == "a")
+    if not fixes_batch:  # the batch index a is symbolic: a key fixing it is refused; any other is pushed unless
+        details = report_of(c, "select_through").details  # the pieces together cost more than the whole
+        assert details["networks"] + details["kept_by_cost"] == 1
