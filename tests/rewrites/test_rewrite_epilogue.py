@@ -86,6 +86,21 @@ def test_a_cast_joins_the_epilogue_unless_a_bias_add_leads_it(use_passes):
     assert_forward_equal(model, c, _x())
 
 
+class OuterThenCast(nn.Module):
+    def forward(self, x, y):
+        return torch.einsum("bi,bj->bij", x, y).to(torch.bfloat16)
+
+
+def test_a_cast_epilogue_leaves_the_contraction_in_its_operands_dtype(use_passes):
+    """Only activations, and the epilogue casts the result to bf16: the product is computed in fp32 and then
+    cast (bit-equal to eager), not computed in bf16."""
+    use_passes(PASSES)
+    model, x, y = OuterThenCast(), torch.randn(4, 8), torch.randn(4, 5)
+    c = compiled(model, x, y)
+    assert [e.fn for net in ops_of(c, Network) for e in net.epilogue] == ["to"]
+    assert torch.equal(c(x, y), model(x, y))
+
+
 def test_nothing_attached_where_results_are_shared(use_passes):
     use_passes(PASSES)
     model = NotAttachable().eval()
