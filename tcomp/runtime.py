@@ -21,6 +21,7 @@ import functools
 from typing import Callable
 
 import torch
+from torch._guards import active_fake_mode
 from torch._subclasses.fake_tensor import is_fake
 import torch.nn as nn
 
@@ -62,7 +63,9 @@ class CachedFunction(nn.Module):
         return self.fn(*inputs)
 
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
-        if any(is_fake(t) for t in inputs):  # traced (AOTAutograd, export): the graph computes it on each call
+        if active_fake_mode() is not None or any(is_fake(t) for t in inputs):
+            # traced (AOTAutograd, export) or run on fake tensors (dtype propagation): the result is not a value to
+            # keep — caching it would hand a FakeTensor to the next real call with the same parameters
             return self.compute(*inputs)
         key = tuple((t.data_ptr(), t._version, t.dtype, t.device) for t in inputs)
         if self._cache is None or key != self._key:

@@ -89,3 +89,16 @@ def test_folded_constant_is_a_cached_contraction():
     assert isinstance(fold, CachedFunction)
     (grad_a,) = torch.autograd.grad(fold(a, b).sum(), (a,))
     assert torch.allclose(grad_a, b.detach().sum(1).expand(3, 4))
+
+
+def test_a_call_on_fake_tensors_or_under_a_fake_mode_is_not_cached():
+    """dtype propagation runs the emitted program under a FakeTensorMode with the real parameters: that call must
+    not leave a FakeTensor in the cache for the next real call."""
+    from torch._subclasses.fake_tensor import FakeTensorMode, is_fake
+
+    f = CachedFunction(lambda w: w * 2)
+    w = torch.randn(3)
+    with FakeTensorMode(allow_non_fake_inputs=True):
+        assert is_fake(f(w))
+    out = f(w)
+    assert not is_fake(out) and torch.equal(out, w * 2)
