@@ -183,6 +183,7 @@ def run(program: Program, ctx: PassContext) -> tuple[Program, PassReport]:
     merges = 0
     rejected_cost = 0
     producers = new.producers()
+    planned = _Plans(ctx, new.example_batch)
     for k, op in enumerate(new.ops):
         if not isinstance(op, Network):
             continue
@@ -199,12 +200,12 @@ def run(program: Program, ctx: PassContext) -> tuple[Program, PassReport]:
                 single = len(readers) == 1 and sum(1 for o in current.operands if o is v) == 1
                 if not (single or prod.is_relabel) or _scale_of(prod.epilogue) is None:
                     continue  # (a producer whose epilogue is not linear never merges: skip pricing it)
-                separate = [best_plan(net, ctx, new.example_batch, quick=True) for net in (current, prod)]
+                separate = [planned(current), planned(prod)]
                 merged = merge(current, pos, prod, tuple([(s.lhs, s.rhs) for s in p.steps] for p in separate))
                 if merged is None:
                     continue
                 strictly = len(merged.operands) > OPTIMAL_MAX
-                if not _cheaper(merged, separate, ctx, new.example_batch, strictly):
+                if not _cheaper(planned(merged), separate, new.example_batch, strictly):
                     rejected_cost += 1
                     continue
                 current = merged
@@ -221,16 +222,31 @@ def run(program: Program, ctx: PassContext) -> tuple[Program, PassReport]:
     return new, report
 
 
-def _cheaper(merged: Network, separate: list[ContractionPlan], ctx: PassContext, batch, strictly: bool) -> bool:
+class _Plans:
+    """Each network's quick best plan, computed once per network object: a network is priced again for every
+    operand it might absorb, and a merged network that is kept is the next merge's consumer."""
+
+    def __init__(self, ctx: PassContext, batch):
+        self.ctx, self.batch = ctx, batch
+        self.known: dict[int, tuple[Network, ContractionPlan]] = {}
+
+    def __call__(self, net: Network) -> ContractionPlan:
+        hit = self.known.get(id(net))
+        if hit is None or hit[0] is not net:
+            hit = self.known[id(net)] = (net, best_plan(net, self.ctx, self.batch, quick=True))
+        return hit[1]
+
+
+def _cheaper(fused: ContractionPlan, separate: list[ContractionPlan], batch, strictly: bool) -> bool:
     """Whether the merged network's plan costs no more (``strictly``: less) than the separate plans together.
     The merged network's hint is their unfused evaluation, so a tie is the common case; ties merge only while the
     merged network stays small enough to be planned exhaustively (:data:`OPTIMAL_MAX` operands) — beyond that a
     merge must pay, or a long chain (an MPS, 63 sites) would grow into one network that costs minutes to plan and
     gains nothing over its pieces."""
     b = max(batch or 2, 2)
-    fused = best_plan(merged, ctx, batch, quick=True).cost.time_at(b)
+    fused_time = fused.cost.time_at(b)
     separate_time = sum(p.cost.time_at(b) for p in separate)
-    return fused < separate_time * (1 - 1e-9) if strictly else fused <= separate_time * (1 + 1e-9)
+    return fused_time < separate_time * (1 - 1e-9) if strictly else fused_time <= separate_time * (1 + 1e-9)
 
 
 PASS = Pass(NAME, run, exact=True, doc=__doc__.splitlines()[0])
