@@ -24,7 +24,7 @@ from tcomp.plan import ContractionPlan, decision_sizes, default_pairs, opt_einsu
 NAME = "contraction_order"
 
 OPTIMAL_MAX = 6  # networks up to this many operands are also planned exhaustively (every pair, outer products too)
-DP_MAX = 12  # networks up to this many operands are planned by dynamic programming (exactly, under FLOPs)
+_DP_MAX = 12  # networks up to this many operands are planned by dynamic programming (exactly, under FLOPs)
 
 
 def candidate_trees(net: Network, time_budget: float = 1.0, quick: bool = False
@@ -42,7 +42,7 @@ def candidate_trees(net: Network, time_budget: float = 1.0, quick: bool = False
     strategies: list[tuple[str, object]] = [("auto", "auto"), ("greedy", "greedy")]
     if not quick and n <= OPTIMAL_MAX:
         strategies.append(("optimal", "optimal"))
-    if not quick and n <= DP_MAX:
+    if not quick and n <= _DP_MAX:
         strategies += [("dp-flops", opt_einsum.DynamicProgramming(minimize="flops")),
                        ("dp-size", opt_einsum.DynamicProgramming(minimize="size")),
                        ("dp-combo", opt_einsum.DynamicProgramming(minimize="combo")),
@@ -56,7 +56,7 @@ def candidate_trees(net: Network, time_budget: float = 1.0, quick: bool = False
         except (ValueError, RuntimeError, MemoryError):
             continue
         trees.setdefault(tuple(pairs), name)
-    if not quick and n > DP_MAX:
+    if not quick and n > _DP_MAX:
         trees.setdefault(tuple(_searched(net, kept, time_budget)), "path search")
     # the operands in the order they were written, left to right (torch.einsum's order without opt_einsum):
     # merged chains keep their operands in chain order, so this is an MPS's vector-times-feature, then-core chain
@@ -103,11 +103,12 @@ def best_plan(net: Network, ctx: PassContext, batch: int | None, quick: bool = F
     result's index order is to the output's was measured and rejected: on Monarch-MLP it made the eager backend
     15% faster and the Inductor backend 2.2× slower (docs/passes/contraction_order.md)."""
     b = max(batch or 2, 2)
-    best = None
+    best, best_time = None, float("inf")
     for method, pairs in candidate_trees(net, quick=quick):
         plan = plan_network(net, pairs, batch=batch, fold_constants=True, training=ctx.training, method=method)
-        if best is None or plan.cost.time_at(b) < best.cost.time_at(b):
-            best = plan
+        t = plan.cost.time_at(b)  # a sympy substitution: once per plan
+        if best is None or t < best_time:
+            best, best_time = plan, t
     return best
 
 

@@ -308,6 +308,4 @@ def _row(name: str, dense_t: float, rows: list[Measured], chosen: Measured | Non
                          "local_error": m.option.local_error} for m in rows]}
 
 
-
-
 PASS = Pass(NAME, run, exact=False, doc=__doc__.splitlines()[0])

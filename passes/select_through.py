@@ -21,9 +21,8 @@ selection); no reduced precision or kernel has been chosen yet. A Network whose 
 a program output, is left alone: pushing the selection through would compute it twice. The push must pay: every
 piece is read by Networks only (fuse_networks merges it into its reader), or the pieces cost no more than the
 whole under the cost model. Nothing is pushed in a program that writes a tensor in place (a selected view
-written in place must keep aliasing the whole result). Exact: the same products
-and sums, fewer of them when not every site is read. Complexity: one walk over the ops. See
-docs/passes/select_through.md.
+written in place must keep aliasing the whole result). Exact: the same products and sums, fewer of them when not
+every site is read. Complexity: one walk over the ops. See docs/passes/select_through.md.
 """
 from __future__ import annotations
 
@@ -166,9 +165,9 @@ def run(program: Program, ctx: PassContext) -> tuple[Program, PassReport]:
 
 def _pays(whole: Network, pieces: list[Network], users, ctx: PassContext, batch) -> bool:
     """Whether to push: when every selected piece is read as an operand of Networks only (fuse_networks then
-    merges it into its reader, where the plan can avoid the piece altogether — the MPS site matrices), or when the pieces together
-    cost no more than the whole under the cost model. Otherwise one large GEMM would become many small ones (an
-    RNN's input projection for all time steps, read one step at a time by an add)."""
+    merges it into its reader, where the plan can avoid the piece altogether — the MPS site matrices), or when the
+    pieces together cost no more than the whole under the cost model. Otherwise one large GEMM would become many
+    small ones (an RNN's input projection for all time steps, read one step at a time by an add)."""
     if all(readers and all(isinstance(r, Network) and any(o is p.out for o in r.operands) for r in readers)
            for p, readers in ((p, users.get(id(p.out), [])) for p in pieces)):
         return True

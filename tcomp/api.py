@@ -429,8 +429,8 @@ def build(model: nn.Module, flat: tuple, signature: inspect.Signature, opts: Opt
     if remat is not None:
         report.extra["memory"] = remat
     state = _StateGuard.of(model, list(result.program.constants))
-    return _Artifact(_Guard.of(flat, model.training, batch_dims, opts.memory_budget is not None), report, gm, result.program, state, runner,
-                     ctx.cache.get("selection"))
+    guard = _Guard.of(flat, model.training, batch_dims, opts.memory_budget is not None)
+    return _Artifact(guard, report, gm, result.program, state, runner, ctx.cache.get("selection"))
 
 
 def _backend(choice: str, program, modules, gm: fx.GraphModule, example: tuple, timings: dict):

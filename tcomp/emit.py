@@ -220,7 +220,7 @@ class _Emitter:
         if dtype is None:
             return node
         if v.kind == "const":
-            if (v.data.dtype if isinstance(v.data, torch.Tensor) else v.dtype) == dtype:
+            if _stored_dtype(v) == dtype:
                 return node
             key = (v.name, dtype)
             if key not in self._casts:
@@ -376,11 +376,16 @@ def contraction_dtype(net: Network) -> torch.dtype | None:
         return net.compute_dtype
     for v in net.operands:
         if v.kind == "const":
-            dtype = v.data.dtype if isinstance(v.data, torch.Tensor) else v.dtype
+            dtype = _stored_dtype(v)
             if dtype is not None and dtype.is_floating_point:
                 return dtype
     floats = {v.dtype for v in net.operands if v.dtype is not None and v.dtype.is_floating_point}
     return functools.reduce(torch.promote_types, sorted(floats, key=str)) if len(floats) > 1 else None
+
+
+def _stored_dtype(const: Value) -> torch.dtype | None:
+    """A constant's dtype as stored (its tensor's), which a pass may not have recorded in the Value."""
+    return const.data.dtype if isinstance(const.data, torch.Tensor) else const.dtype
 
 
 def _subtree_leaves(plan: ContractionPlan, term: int, n: int) -> set[int]:

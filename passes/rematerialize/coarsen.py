@@ -234,6 +234,7 @@ def _workspace(group: Group, group_of: dict[fx.Node, int], index: int, op_worksp
     elsewhere = {m: sum(tensor_bytes(u.meta.get("val")) for u in m.users
                         if u.target is operator.getitem and group_of.get(u) != index)
                  for m in group.members if isinstance(m.meta.get("val"), (tuple, list))}
+
     def start(m: fx.Node) -> int:  # a multi-output op allocates the results its getitems take
         source = m.args[0] if m.target is operator.getitem else None
         return position[source] if source in position else position[m]
