@@ -29,7 +29,9 @@ sink reads every output, forward outputs (the caller holds them through the back
 they stay live to the end. Between the phases, two more virtual nodes stand for what happens outside the joint
 graph: LOSS, the caller's loss function and its backward (its measured peak beyond the output gradients), which
 reads the forward outputs; and TANGENTS, the output gradients it hands to the backward pass, read by the groups that
-use them. A group is marked not recomputable when it contains a random or mutating op, or reads an input the step
+use them (and by the sink when the backward holds them to its end, see `tangents_held`). An in-place write (lean_ops.py's scatter of a tied embedding's gradient) allocates nothing: its output
+lives in its storage owner's. A group is marked not recomputable when it contains a random or mutating op, owns
+storage a later operation writes in place, or reads an input the step
 mutates (a recomputation would read the mutated value) -- except a training-mode batch norm reading the running
 statistics it updates, whose normalised output does not depend on them -- or takes a result of a multi-output op of
 another group (a tuple cannot be saved for it).
@@ -90,11 +92,16 @@ class CoarseGraph:
 
 def coarsen(
     joint: fx.GraphModule, num_fwd_outputs: int, machine: MachineModel, loss_bytes: int,
-    op_workspace: dict[fx.Node, int] | None = None,
+    op_workspace: dict[fx.Node, int] | None = None, *, tangents_held: bool = False,
 ) -> CoarseGraph:
     """Group the operations of `joint` (the first `num_fwd_outputs` outputs are the forward outputs); `loss_bytes`
     is the peak the caller's loss and its backward add beyond the output gradients; `op_workspace` gives the
-    temporaries an operation's kernel allocates beyond its outputs (see measure.op_workspaces; default none)."""
+    temporaries an operation's kernel allocates beyond its outputs (see measure.op_workspaces; default none).
+
+    tangents_held: the output gradients (TANGENTS) stay live until the backward ends (SINK reads them). AOTAutograd's
+    compiled backward is one autograd node, which holds the gradients it is handed until it returns; it copies
+    one whose layout differs from the traced one (the expanded gradient of a sum) and frees the copy after its
+    last reader. Eager autograd frees each output gradient after its last reader."""
     op_workspace = op_workspace or {}
     outputs = pytree.arg_tree_leaves(*joint.graph.output_node().args)  # forward outputs, then gradients
     forward = _ancestors([o for o in outputs[:num_fwd_outputs] if isinstance(o, fx.Node)])
@@ -103,6 +110,7 @@ def coarsen(
             forward.add(node)
     members, dag = _group(joint, forward, {o for o in outputs if isinstance(o, fx.Node)})
     mutated = mutated_inputs(joint)
+    written = {storage_source(n) for n in joint.graph.nodes if n.op == "call_function" and writes_in_place(n)}
     is_forward = {g: members[g][0] in forward for g in dag}
     order = list(nx.lexicographical_topological_sort(dag, key=lambda g: (not is_forward[g], g)))
     groups = tuple(Group(tuple(members[g]), is_forward[g]) for g in order)
@@ -114,7 +122,7 @@ def coarsen(
             COMPUTE: sum(_time_ns(m, machine) for m in group.members),
             MEMORY: _memory(group, group_of, i),
             WORKSPACE: _workspace(group, group_of, i, op_workspace),
-            RECOMPUTABLE: _recomputable(group, group_of, i, mutated),
+            RECOMPUTABLE: _recomputable(group, group_of, i, mutated, written),
         })
     tangents = [p for p in joint.graph.find_nodes(op="placeholder") if _is_tangent(p)]
     graph.add_node(LOSS, **{COMPUTE: 0, MEMORY: loss_bytes, RECOMPUTABLE: False})
@@ -122,6 +130,8 @@ def coarsen(
                                 RECOMPUTABLE: False})
     graph.add_node(SINK, **{COMPUTE: 0, MEMORY: 0})
     graph.add_edge(LOSS, TANGENTS)
+    if tangents_held:
+        graph.add_edge(TANGENTS, SINK)
     for i, group in enumerate(groups):
         for m in group.members:
             for a in m.all_input_nodes:
@@ -153,9 +163,20 @@ def mutated_inputs(joint: fx.GraphModule) -> set[fx.Node]:
     return {p for p in joint.graph.find_nodes(op="placeholder") if p.meta.get("desc") in targets}
 
 
+def writes_in_place(node: fx.Node) -> bool:
+    """The node updates its first input in place and returns it (such as `index_put_`, see lean_ops.py)."""
+    return isinstance(node.target, torch._ops.OpOverload) and any(
+        r.alias_info is not None and r.alias_info.is_write for r in node.target._schema.returns)
+
+
+def _aliases(node: fx.Node) -> bool:
+    """The node's output lives in its first input's storage: a view or an in-place write."""
+    return is_view(node) or writes_in_place(node)
+
+
 def storage_source(node: fx.Node) -> fx.Node:
     """The node whose output owns the storage `node`'s output lives in."""
-    while node.op == "call_function" and is_view(node):
+    while node.op == "call_function" and _aliases(node):
         node = node.all_input_nodes[0]
     return node
 
@@ -210,11 +231,11 @@ def _memory(group: Group, group_of: dict[fx.Node, int], index: int) -> int:
     """Bytes of the storage the group's members allocate that outlives the group."""
     def escapes(m: fx.Node) -> bool:
         return any(
-            u.op == "output" or group_of.get(u) != index or (is_view(u) and escapes(u)) for u in m.users
+            u.op == "output" or group_of.get(u) != index or (_aliases(u) and escapes(u)) for u in m.users
         )
     return sum(
         tensor_bytes(m.meta.get("val")) for m in group.members
-        if isinstance(m.meta.get("val"), torch.Tensor) and not is_view(m) and escapes(m)
+        if isinstance(m.meta.get("val"), torch.Tensor) and not _aliases(m) and escapes(m)
     )
 
 
@@ -222,13 +243,13 @@ def _workspace(group: Group, group_of: dict[fx.Node, int], index: int, op_worksp
     """The group's temporaries: its peak while its members run in order (each member's storage live from its
     computation to its last use inside the group, or to the end if it outlives the group; a member's kernel
     temporaries while it runs) minus its memory."""
-    owners = [m for m in group.members if isinstance(m.meta.get("val"), torch.Tensor) and not is_view(m)]
+    owners = [m for m in group.members if isinstance(m.meta.get("val"), torch.Tensor) and not _aliases(m)]
     position = {m: t for t, m in enumerate(group.members)}
     last = len(group.members) - 1
 
     def last_use(m: fx.Node) -> int:
         uses = [position[u] if group_of.get(u) == index else last for u in m.users]
-        return max([position[m], *uses, *(last_use(u) for u in m.users if group_of.get(u) == index and is_view(u))])
+        return max([position[m], *uses, *(last_use(u) for u in m.users if group_of.get(u) == index and _aliases(u))])
 
     # results of a member's multi-output op that getitems of other groups take: live from the op to the group's end
     elsewhere = {m: sum(tensor_bytes(u.meta.get("val")) for u in m.users
@@ -288,10 +309,14 @@ def _is_pointwise(node: fx.Node) -> bool:
     return isinstance(node.target, torch._ops.OpOverload) and torch.Tag.pointwise in node.target.tags
 
 
-def _recomputable(group: Group, group_of: dict[fx.Node, int], index: int, mutated: set[fx.Node]) -> bool:
-    """No member is random or mutating or reads a mutated input (but see the training batch norm), and no
-    member takes a result of another group's multi-output op (that tuple cannot be saved for it)."""
+def _recomputable(group: Group, group_of: dict[fx.Node, int], index: int, mutated: set[fx.Node],
+                  written: set[fx.Node]) -> bool:
+    """No member is random or mutating or reads a mutated input (but see the training batch norm), owns storage
+    that a later operation writes in place (a recomputation would not see the write), and no member takes a result
+    of another group's multi-output op (that tuple cannot be saved for it)."""
     for m in group.members:
+        if m in written:
+            return False
         if any(isinstance(a.meta.get("val"), (tuple, list)) and group_of.get(a, index) != index
                for a in m.all_input_nodes):
             return False

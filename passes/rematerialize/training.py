@@ -1,6 +1,7 @@
 """Rematerialization of a model's training step under a memory budget.
 
-`rematerialize_module` traces the joint forward+backward graph with AOTAutograd, coarsens it to layer-level nodes
+`rematerialize_module` traces the joint forward+backward graph with AOTAutograd, rewrites the operations whose
+kernels hold more memory than their arithmetic needs (`lean_ops.py`), coarsens it to layer-level nodes
 (`coarsen.py`), solves the schedule with `schedule` (Moccasin on CP-SAT), and turns it into the forward and
 backward graphs (`partition.py`): what the forward saves, what the backward recomputes and in what order. The
 result is an `nn.Module` whose forward runs those graphs; gradients are the eager ones.
@@ -11,7 +12,8 @@ its backward run between the two graphs; their peak, measured once on eager outp
 node. The coarse model counts the outputs of its groups, their intermediate results and the kernels' own temporaries
 (measured once per distinct operation, `measure.op_workspaces`), not the allocator's own overhead, so its budget is
 the target minus that unmodelled part, first estimated as eager's measured peak minus the model's no-recompute peak
-(within 0.01% of eager's peak on ResNet-18 and GPT-2 small). If the rematerialized step still measures above the
+of the eager step, the joint graph before the lean rewrites (within 0.01% of eager's peak on ResNet-18 and GPT-2
+small). If the rematerialized step still measures above the
 target, the estimate grows by the excess and the step is traced and solved again, at most ATTEMPTS times in all.
 """
 from __future__ import annotations
@@ -29,6 +31,7 @@ from torch.utils import _pytree as pytree
 from tcomp.cost import machine_model
 
 from .coarsen import COMPUTE, MEMORY, WORKSPACE, CoarseGraph, coarsen
+from .lean_ops import make_lean
 from .measure import measure_peak_memory, op_workspaces
 from .partition import partition
 from .simulate import memory_profile
@@ -119,11 +122,11 @@ def rematerialize_module(
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
     eager_peak = _measure_step(reference or model, model, inputs, loss, device)
     target = int(budget * eager_peak) if isinstance(budget, float) else budget
-    loss_bytes = _loss_bytes(model, inputs, loss, device)
+    loss_measurement = _measure_loss(model, inputs, loss, device)
     unmodelled: int | None = None
     op_cache: dict = {}
     for attempt in range(1, ATTEMPTS + 1):
-        plan = _Plan(target, eager_peak, loss_bytes, unmodelled, time_limit, op_cache)
+        plan = _Plan(target, eager_peak, loss_measurement, unmodelled, time_limit, op_cache)
         flat = _FlatOutputs(model)
         try:
             compiled = aot_module_simplified(flat, inputs, boxed_nop, boxed_nop, partition_fn=plan.partition)
@@ -157,21 +160,26 @@ def rematerialize_module(
 class _Plan:
     """The partition function handed to AOTAutograd: coarsen, solve, partition; keeps what it found."""
 
-    def __init__(self, target: int, eager_peak: int, loss_bytes: int, unmodelled: int | None, time_limit: float,
-                 op_cache: dict):
+    def __init__(self, target: int, eager_peak: int, loss: _LossMeasurement, unmodelled: int | None,
+                 time_limit: float, op_cache: dict):
         self.op_cache = op_cache  # measured kernel workspaces, shared between attempts
         self.target = target
         self.eager_peak = eager_peak
-        self.loss_bytes = loss_bytes
+        self.loss_bytes = loss.peak
+        self.tangents_held = loss.gradients_kept
         self.unmodelled = unmodelled
         self.time_limit = time_limit
 
     def partition(self, joint, _joint_inputs, *, num_fwd_outputs: int, **_):
-        workspaces = op_workspaces(joint.graph, self.op_cache)
-        coarse = coarsen(joint, num_fwd_outputs, machine_model(), self.loss_bytes, workspaces)
-        self.timeline_before = _timeline(coarse, coarse.order)
+        machine = machine_model()
+        # the coarse model of the eager step (before lean_ops) is what eager's measured peak is compared with
+        eager = coarsen(joint, num_fwd_outputs, machine, self.loss_bytes, op_workspaces(joint.graph, self.op_cache))
+        self.timeline_before = _timeline(eager, eager.order)
         if self.unmodelled is None:
             self.unmodelled = self.eager_peak - max(self.timeline_before)
+        make_lean(joint)
+        coarse = coarsen(joint, num_fwd_outputs, machine, self.loss_bytes, op_workspaces(joint.graph, self.op_cache),
+                         tangents_held=self.tangents_held)
         self.solved: Schedule = schedule(
             coarse.graph, max(self.target - self.unmodelled, 0), order=coarse.order, compute=COMPUTE,
             memory=MEMORY, workspace=WORKSPACE, time_limit=self.time_limit,
@@ -206,16 +214,25 @@ def _measure_step(module: Callable, model: nn.Module, inputs: tuple, loss: Calla
         return measure_peak_memory(step, device)
 
 
-def _loss_bytes(model: nn.Module, inputs: tuple, loss: Callable, device: torch.device) -> int:
-    """The peak of `loss` and its backward on the model's outputs, beyond the outputs' gradients."""
+@dataclass(frozen=True)
+class _LossMeasurement:
+    peak: int             # the peak of the loss and its backward, beyond the outputs' gradients
+    gradients_kept: bool  # an output gradient reaches the compiled backward as is (see coarsen's tangents_held)
+
+
+def _measure_loss(model: nn.Module, inputs: tuple, loss: Callable, device: torch.device) -> _LossMeasurement:
+    """`loss` and its backward on the model's outputs: their peak, and the layout of the gradients they hand on."""
     with training_state_preserved(model), torch.no_grad():
         outputs = pytree.tree_map(
             lambda t: t.detach().requires_grad_() if isinstance(t, torch.Tensor) and t.is_floating_point() else t,
             model(*inputs),
         )
     leaves = [t for t in pytree.tree_leaves(outputs) if isinstance(t, torch.Tensor) and t.requires_grad]
+    kept: list[bool] = []
+    for t in leaves:  # a gradient laid out as its output is used as is, others are copied to that layout
+        t.register_hook(lambda g, t=t: kept.append(g.stride() == t.stride()))
     peak = measure_peak_memory(lambda: loss(outputs).backward(), device)
-    return max(peak - sum(t.numel() * t.element_size() for t in leaves), 0)
+    return _LossMeasurement(max(peak - sum(t.numel() * t.element_size() for t in leaves), 0), any(kept))
 
 
 @contextmanager

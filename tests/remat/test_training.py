@@ -262,3 +262,40 @@ def test_unsafe_view_is_a_view():
     joint, _ = joint_graph_of(MatMul(), (torch.randn(2, 3, 8),))
     unsafe = [n for n in joint.graph.nodes if n.target is torch.ops.aten._unsafe_view.default]
     assert unsafe and all(is_view(n) for n in unsafe)
+
+
+def test_an_autograd_function_holds_its_incoming_gradient_until_its_backward_returns():
+    # the premise of coarsen's tangents_held: AOTAutograd's backward is one such function
+    size = 4_000_000  # 16 MB
+
+    class Identity(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            return x.clone()
+
+        @staticmethod
+        def backward(ctx, *grads):
+            del grads  # our last reference: the engine still holds the gradient
+            return torch.zeros(size)
+
+    x = torch.randn(size, requires_grad=True)
+    y = Identity.apply(x) * 2  # the multiplication's backward hands Identity a fresh 16 MB gradient
+    seed = torch.ones(size)
+    peak = measure_peak_memory(lambda: torch.autograd.backward(y, seed))
+    assert peak >= 2 * 4 * size  # the incoming gradient and the returned one, together
+
+
+@pytest.mark.parametrize("loss, held", [
+    (lambda logits: nn.functional.cross_entropy(logits, torch.arange(64) % 10), True),  # a dense gradient
+    (lambda logits: logits.sum(), False),  # an expanded scalar, which AOTAutograd copies and frees after use
+])
+def test_output_gradients_handed_on_as_is_are_held_to_the_end_of_the_backward(loss, held):
+    from tcomp.passes.rematerialize.training import _measure_loss
+
+    torch.manual_seed(0)
+    model, inputs = nn.Sequential(nn.Linear(32, 64), nn.ReLU(), nn.Linear(64, 10)), (torch.randn(64, 32),)
+    measured = _measure_loss(model, inputs, loss, torch.device("cpu"))
+    assert measured.gradients_kept is held
+    joint, num_fwd = joint_graph_of(model, inputs)
+    coarse = coarsen(joint, num_fwd, MachineModel(), measured.peak, tangents_held=measured.gradients_kept)
+    assert coarse.graph.has_edge(TANGENTS, SINK) is held

@@ -1,0 +1,154 @@
+"""Memory-lean forms of backward operations whose kernels bound a training step's peak, whatever the schedule.
+
+Rematerialization decides which activations are live; it cannot go below what one operation holds while it runs.
+Two operations of common training graphs hold more than their arithmetic needs, and `make_lean` rewrites them in
+the AOTAutograd joint graph before it is coarsened (exact rewrites: the same gradients up to the order of
+floating-point accumulation):
+
+- **Batch-norm backward on CPU.** ATen's `native_batch_norm_backward` (training mode) allocates its input gradient
+  twice in its contiguous path, so at ResNet-18's stem (batch 32) it holds input, output gradient and two
+  103 MB input gradients. `tcomp::batch_norm_backward` computes the same three gradients from the standard
+  formulas (Ioffe & Szegedy 2015, section 3) with no temporary beyond its outputs and a slice of a sixteenth of
+  the channels (one channel when there are fewer than 16):
+
+      dβ = Σ dy,   dγ = σ⁻¹ Σ dy·(x − μ),   dx = γσ⁻¹ · (dy − dβ/n − (x − μ) σ⁻² (Σ dy·(x − μ))/n)
+
+  where the sums run over every dimension but the channels and n is their size. dx is built in place in the
+  buffer that first holds x − μ.
+- **A tied embedding's gradient sum.** A weight shared by an embedding lookup and an output projection (GPT-2's
+  token embedding and language-model head) gets two partial gradients that the joint graph adds out of place:
+  `add(A, embedding_dense_backward(g, ids, ...))` holds A, the dense embedding gradient and their sum, three
+  vocabulary-sized matrices. When nothing else reads A's storage, the sum becomes `A.index_put_((ids,), g,
+  accumulate=True)`, which scatters the lookup's gradient rows into A: one matrix instead of three. (The dense
+  embedding gradient is exactly that scatter into zeros when there is no padding index and no frequency scaling.)
+
+The coarse model sees the rewritten graph: the new batch-norm kernel's workspace is measured like any other's, and
+an in-place write allocates nothing and keeps its storage owner from being recomputed (coarsen.py).
+"""
+from __future__ import annotations
+
+import operator
+
+import torch
+from torch import Tensor, fx
+
+from .coarsen import is_view, storage_source
+
+_SLICES = 16
+"""The dot product Σ dy·(x − μ) is computed in this many slices of the channels (its temporary is one slice)."""
+
+
+@torch.library.custom_op("tcomp::batch_norm_backward", mutates_args=())
+def batch_norm_backward(grad_out: Tensor, x: Tensor, weight: Tensor, mean: Tensor,
+                        invstd: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Training-mode batch-norm gradients (input, weight, bias) from the statistics the forward saved, holding no
+    input-sized temporary (see the module docstring); the input gradient is laid out as `x`."""
+    shape = [1, -1] + [1] * (x.dim() - 2)
+    dims = [0, *range(2, x.dim())]
+    n = x.numel() // x.shape[1]
+    grad_in = x - mean.view(shape)
+    step = -(-x.shape[1] // _SLICES)
+    dot = torch.cat([(c * g).sum(dims) for c, g in zip(grad_in.split(step, 1), grad_out.split(step, 1))])
+    grad_bias = grad_out.sum(dims)
+    scale = invstd * weight
+    grad_in.mul_((-scale * invstd * invstd * dot / n).view(shape))
+    grad_in.add_((-scale * grad_bias / n).view(shape))
+    grad_in.addcmul_(grad_out, scale.view(shape))
+    return grad_in, dot * invstd, grad_bias
+
+
+@batch_norm_backward.register_fake
+def _batch_norm_backward_outputs(grad_out, x, weight, mean, invstd):
+    return torch.empty_like(x), torch.empty_like(weight), torch.empty_like(weight)
+
+
+def make_lean(joint: fx.GraphModule) -> int:
+    """Rewrite the operations of `joint` described in the module docstring; returns how many were rewritten."""
+    rewritten = 0
+    for node in list(joint.graph.nodes):
+        if node.op != "call_function":
+            continue
+        if node.target is torch.ops.aten.native_batch_norm_backward.default and _lean_norm_applies(node):
+            _replace_norm(joint.graph, node)
+            rewritten += 1
+        elif node.target is torch.ops.aten.add.Tensor and _scatter_into(node) is not None:
+            _replace_sum(joint.graph, node, *_scatter_into(node))
+            rewritten += 1
+    if rewritten:
+        joint.graph.lint()
+        joint.recompile()
+    return rewritten
+
+
+def _lean_norm_applies(node: fx.Node) -> bool:
+    grad_out, x, weight, _, _, mean, invstd, train, _, mask = node.args
+    value = x.meta.get("val")
+    return (train and list(mask) == [True, True, True] and all(isinstance(a, fx.Node) for a in (weight, mean, invstd))
+            and isinstance(value, Tensor) and value.device.type == "cpu" and value.dim() >= 2
+            and value.dtype in (torch.float32, torch.float64))
+
+
+def _replace_norm(graph: fx.Graph, node: fx.Node) -> None:
+    grad_out, x, weight, _, _, mean, invstd = node.args[:7]
+    with graph.inserting_before(node):
+        lean = graph.call_function(torch.ops.tcomp.batch_norm_backward.default, (grad_out, x, weight, mean, invstd))
+    lean.meta = dict(node.meta)  # the values ATen's kernel recorded, laid out as the lean op lays them out:
+    lean.meta["val"] = _batch_norm_backward_outputs(*(a.meta["val"] for a in (grad_out, x, weight, mean, invstd)))
+    for user in node.users:
+        user.meta["val"] = lean.meta["val"][user.args[1]]
+    node.replace_all_uses_with(lean)
+    graph.erase_node(node)
+
+
+def _scatter_into(add: fx.Node) -> tuple[fx.Node, fx.Node] | None:
+    """(A, the embedding gradient) when `add` is A + embedding_dense_backward(...) that can scatter into A."""
+    if add.kwargs or len(add.args) != 2 or not all(isinstance(a, fx.Node) for a in add.args):
+        return None
+    for base, dense in (add.args, add.args[::-1]):
+        if dense.target is not torch.ops.aten.embedding_dense_backward.default or len(dense.users) != 1:
+            continue
+        grad, ids, _, padding_idx, scale_by_freq = dense.args
+        values = [n.meta.get("val") for n in (base, grad, ids, dense, add)]
+        if padding_idx >= 0 or scale_by_freq or not all(isinstance(v, Tensor) for v in values):
+            continue
+        base_v, grad_v, ids_v, dense_v, add_v = values
+        if (base_v.shape == dense_v.shape == add_v.shape and base_v.dtype == grad_v.dtype == add_v.dtype
+                and base_v.stride() == add_v.stride() and torch._debug_has_internal_overlap(base_v) == 0
+                and grad_v.is_contiguous() and ids_v.is_contiguous() and _only_read_by(base, add)):
+            return base, dense
+    return None
+
+
+def _only_read_by(base: fx.Node, add: fx.Node) -> bool:
+    """Nothing but `add` (through views) reads the storage `base` lives in, and that storage is an operation's
+    own result (not an input, not a graph output, not one of several results, which may be pieces of one
+    storage, as `split`'s are)."""
+    owner = storage_source(base)
+    if owner.op != "call_function" or owner.target is operator.getitem:
+        return False
+    family, stack = set(), [owner]
+    while stack:
+        node = stack.pop()
+        family.add(node)
+        for user in node.users:
+            if user is add:
+                continue
+            if user.op != "call_function" or not is_view(user) or user.args[0] is not node:
+                return False
+            stack.append(user)
+    return base in family
+
+
+def _replace_sum(graph: fx.Graph, add: fx.Node, base: fx.Node, dense: fx.Node) -> None:
+    grad, ids = dense.args[:2]
+    width = grad.meta["val"].shape[-1]
+    with graph.inserting_before(add):
+        flat_ids = graph.call_function(torch.ops.aten.view.default, (ids, [-1]))
+        rows = graph.call_function(torch.ops.aten.view.default, (grad, [-1, width]))
+        scattered = graph.call_function(torch.ops.aten.index_put_.default, (base, [flat_ids], rows, True))
+    flat_ids.meta["val"] = ids.meta["val"].view(-1)
+    rows.meta["val"] = grad.meta["val"].view(-1, width)
+    scattered.meta = dict(add.meta)
+    add.replace_all_uses_with(scattered)
+    graph.erase_node(add)
+    graph.erase_node(dense)
