@@ -19,7 +19,10 @@ from torch.profiler import ProfilerActivity, profile
 
 
 def measure_peak_memory(fn: Callable[[], object], device: torch.device | str = "cpu") -> int:
-    """Peak bytes allocated on `device` while `fn()` runs, above the allocation when it started."""
+    """Peak bytes allocated on `device` while `fn()` runs, above the allocation when it started.
+
+    On CPU, memory allocated before `fn` and released inside it counts as a negative amount only if the profiler
+    recorded its allocation (an earlier measurement), so release such memory (old gradients) before calling."""
     device = torch.device(device)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
