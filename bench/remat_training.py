@@ -68,7 +68,7 @@ def loss_function(name: str, inputs: tuple):
     return lambda logits: F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1))
 
 
-def training_step(module: nn.Module, params: nn.Module, inputs: tuple, loss):
+def training_step(module: nn.Module, inputs: tuple, loss):
     def step():
         outputs = module(*inputs)
         loss(outputs).backward()
@@ -77,7 +77,7 @@ def training_step(module: nn.Module, params: nn.Module, inputs: tuple, loss):
 
 def measure_peak(module: nn.Module, params: nn.Module, inputs: tuple, loss) -> dict:
     """A warm-up step (for torch.compile, its compilation), then the peak of one step."""
-    step = training_step(module, params, inputs, loss)
+    step = training_step(module, inputs, loss)
     params.zero_grad(set_to_none=True)
     started = time.perf_counter()
     step()
@@ -95,7 +95,7 @@ def measure_times(configurations: dict, steps: int) -> dict[str, list[float]]:
     times: dict[str, list[float]] = {name: [] for name in configurations}
     for _ in range(steps):
         for name, (module, params, inputs, loss) in configurations.items():
-            step = training_step(module, params, inputs, loss)
+            step = training_step(module, inputs, loss)
             params.zero_grad(set_to_none=True)
             started = time.perf_counter()
             step()
@@ -119,14 +119,13 @@ def run_model(name: str, budget: float, steps: int, time_limit: float, skip_comp
     configurations = {"eager": (model, model, inputs, loss)}
     blocks = checkpoint_blocks(name, model)
     configurations["checkpoint"] = (blocks, blocks, inputs, loss)
+    rows: dict[str, dict] = {}
     if not skip_compile:
         compiled_model = copy.deepcopy(model)
         with torch._functorch.config.patch(activation_memory_budget=budget):
             compiled = torch.compile(compiled_model)
-            rows = {"torch.compile": measure_peak(compiled, compiled_model, inputs, loss)}  # compiles here
+            rows["torch.compile"] = measure_peak(compiled, compiled_model, inputs, loss)  # compiles here
         configurations["torch.compile"] = (compiled, compiled_model, inputs, loss)
-    else:
-        rows = {}
 
     model.load_state_dict(state)
     started = time.perf_counter()

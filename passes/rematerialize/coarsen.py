@@ -29,12 +29,12 @@ sink reads every output, forward outputs (the caller holds them through the back
 they stay live to the end. Between the phases, two more virtual nodes stand for what happens outside the joint
 graph: LOSS, the caller's loss function and its backward (its measured peak beyond the output gradients), which
 reads the forward outputs; and TANGENTS, the output gradients it hands to the backward pass, read by the groups that
-use them (and by the sink when the backward holds them to its end, see `tangents_held`). An in-place write (lean_ops.py's scatter of a tied embedding's gradient) allocates nothing: its output
-lives in its storage owner's. A group is marked not recomputable when it contains a random or mutating op, owns
-storage a later operation writes in place, or reads an input the step
-mutates (a recomputation would read the mutated value) -- except a training-mode batch norm reading the running
-statistics it updates, whose normalised output does not depend on them -- or takes a result of a multi-output op of
-another group (a tuple cannot be saved for it).
+use them (and by the sink when the backward holds them to its end, see `tangents_held`). An in-place write
+(lean_ops.py's scatter of a tied embedding's gradient) allocates nothing: its output lives in its storage owner's.
+A group is marked not recomputable when it contains a random or mutating op, owns storage a later operation writes
+in place, or reads an input the step mutates (a recomputation would read the mutated value) -- except a
+training-mode batch norm reading the running statistics it updates, whose normalised output does not depend on
+them -- or takes a result of a multi-output op of another group (a tuple cannot be saved for it).
 """
 from __future__ import annotations
 

@@ -71,8 +71,8 @@ def make_lean(joint: fx.GraphModule) -> int:
         if node.target is torch.ops.aten.native_batch_norm_backward.default and _lean_norm_applies(node):
             _replace_norm(joint.graph, node)
             rewritten += 1
-        elif node.target is torch.ops.aten.add.Tensor and _scatter_into(node) is not None:
-            _replace_sum(joint.graph, node, *_scatter_into(node))
+        elif node.target is torch.ops.aten.add.Tensor and (terms := _scatter_into(node)) is not None:
+            _replace_sum(joint.graph, node, *terms)
             rewritten += 1
     if rewritten:
         joint.graph.lint()

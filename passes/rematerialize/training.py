@@ -13,8 +13,8 @@ node. The coarse model counts the outputs of its groups, their intermediate resu
 (measured once per distinct operation, `measure.op_workspaces`), not the allocator's own overhead, so its budget is
 the target minus that unmodelled part, first estimated as eager's measured peak minus the model's no-recompute peak
 of the eager step, the joint graph before the lean rewrites (within 0.01% of eager's peak on ResNet-18 and GPT-2
-small). If the rematerialized step still measures above the
-target, the estimate grows by the excess and the step is traced and solved again, at most ATTEMPTS times in all.
+small). If the rematerialized step still measures above the target, the estimate grows by the excess and the step
+is traced and solved again, at most ATTEMPTS times in all.
 """
 from __future__ import annotations
 
