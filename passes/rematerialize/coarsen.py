@@ -29,12 +29,13 @@ sink reads every output, forward outputs (the caller holds them through the back
 they stay live to the end. Between the phases, two more virtual nodes stand for what happens outside the joint
 graph: LOSS, the caller's loss function and its backward (its measured peak beyond the output gradients), which
 reads the forward outputs; and TANGENTS, the output gradients it hands to the backward pass, read by the groups that
-use them (and by the sink when the backward holds them to its end, see `tangents_held`). An in-place write
+use them; the compiled backward frees each after its last reader, as eager autograd does. An in-place write
 (lean_ops.py's scatter of a tied embedding's gradient) allocates nothing: its output lives in its storage owner's.
 A group is marked not recomputable when it contains a random or mutating op, owns storage a later operation writes
-in place, or reads an input the step mutates (a recomputation would read the mutated value) -- except a
-training-mode batch norm reading the running statistics it updates, whose normalised output does not depend on
-them -- or takes a result of a multi-output op of another group (a tuple cannot be saved for it).
+in place or a forward output's storage (the caller holds that instance to the end), or reads an input the step
+mutates (a recomputation would read the mutated value) -- except a training-mode batch norm reading the running
+statistics it updates, whose normalised output does not depend on them -- or takes a result of a multi-output op
+of another group (a tuple cannot be saved for it).
 """
 from __future__ import annotations
 
@@ -92,16 +93,11 @@ class CoarseGraph:
 
 def coarsen(
     joint: fx.GraphModule, num_fwd_outputs: int, machine: MachineModel, loss_bytes: int,
-    op_workspace: dict[fx.Node, int] | None = None, *, tangents_held: bool = False,
+    op_workspace: dict[fx.Node, int] | None = None,
 ) -> CoarseGraph:
     """Group the operations of `joint` (the first `num_fwd_outputs` outputs are the forward outputs); `loss_bytes`
     is the peak the caller's loss and its backward add beyond the output gradients; `op_workspace` gives the
-    temporaries an operation's kernel allocates beyond its outputs (see measure.op_workspaces; default none).
-
-    tangents_held: the output gradients (TANGENTS) stay live until the backward ends (SINK reads them). AOTAutograd's
-    compiled backward is one autograd node, which holds the gradients it is handed until it returns; it copies
-    one whose layout differs from the traced one (the expanded gradient of a sum) and frees the copy after its
-    last reader. Eager autograd frees each output gradient after its last reader."""
+    temporaries an operation's kernel allocates beyond its outputs (see measure.op_workspaces; default none)."""
     op_workspace = op_workspace or {}
     outputs = pytree.arg_tree_leaves(*joint.graph.output_node().args)  # forward outputs, then gradients
     forward = _ancestors([o for o in outputs[:num_fwd_outputs] if isinstance(o, fx.Node)])
@@ -110,7 +106,10 @@ def coarsen(
             forward.add(node)
     members, dag = _group(joint, forward, {o for o in outputs if isinstance(o, fx.Node)})
     mutated = mutated_inputs(joint)
-    written = {storage_source(n) for n in joint.graph.nodes if n.op == "call_function" and writes_in_place(n)}
+    # storage whose first instance must be the one that lives on: what a later operation writes in place, and the
+    # forward outputs, which the caller holds from the forward pass to the end of the step
+    pinned = {storage_source(n) for n in joint.graph.nodes if n.op == "call_function" and writes_in_place(n)}
+    pinned |= {storage_source(o) for o in outputs[:num_fwd_outputs] if isinstance(o, fx.Node)}
     is_forward = {g: members[g][0] in forward for g in dag}
     order = list(nx.lexicographical_topological_sort(dag, key=lambda g: (not is_forward[g], g)))
     groups = tuple(Group(tuple(members[g]), is_forward[g]) for g in order)
@@ -122,7 +121,7 @@ def coarsen(
             COMPUTE: sum(_time_ns(m, machine) for m in group.members),
             MEMORY: _memory(group, group_of, i),
             WORKSPACE: _workspace(group, group_of, i, op_workspace),
-            RECOMPUTABLE: _recomputable(group, group_of, i, mutated, written),
+            RECOMPUTABLE: _recomputable(group, group_of, i, mutated, pinned),
         })
     tangents = [p for p in joint.graph.find_nodes(op="placeholder") if _is_tangent(p)]
     graph.add_node(LOSS, **{COMPUTE: 0, MEMORY: loss_bytes, RECOMPUTABLE: False})
@@ -130,8 +129,6 @@ def coarsen(
                                 RECOMPUTABLE: False})
     graph.add_node(SINK, **{COMPUTE: 0, MEMORY: 0})
     graph.add_edge(LOSS, TANGENTS)
-    if tangents_held:
-        graph.add_edge(TANGENTS, SINK)
     for i, group in enumerate(groups):
         for m in group.members:
             for a in m.all_input_nodes:
@@ -310,12 +307,13 @@ def _is_pointwise(node: fx.Node) -> bool:
 
 
 def _recomputable(group: Group, group_of: dict[fx.Node, int], index: int, mutated: set[fx.Node],
-                  written: set[fx.Node]) -> bool:
-    """No member is random or mutating or reads a mutated input (but see the training batch norm), owns storage
-    that a later operation writes in place (a recomputation would not see the write), and no member takes a result
+                  pinned: set[fx.Node]) -> bool:
+    """No member is random or mutating or reads a mutated input (but see the training batch norm), owns `pinned`
+    storage (a recomputation would not see an in-place write; the caller holds a forward output's first instance,
+    which a recomputation for the sink would count twice), and no member takes a result
     of another group's multi-output op (that tuple cannot be saved for it)."""
     for m in group.members:
-        if m in written:
+        if m in pinned:
             return False
         if any(isinstance(a.meta.get("val"), (tuple, list)) and group_of.get(a, index) != index
                for a in m.all_input_nodes):

@@ -122,11 +122,11 @@ def rematerialize_module(
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
     eager_peak = _measure_step(reference or model, model, inputs, loss, device)
     target = int(budget * eager_peak) if isinstance(budget, float) else budget
-    loss_measurement = _measure_loss(model, inputs, loss, device)
+    loss_bytes = _measure_loss(model, inputs, loss, device)
     unmodelled: int | None = None
     op_cache: dict = {}
     for attempt in range(1, ATTEMPTS + 1):
-        plan = _Plan(target, eager_peak, loss_measurement, unmodelled, time_limit, op_cache)
+        plan = _Plan(target, eager_peak, loss_bytes, unmodelled, time_limit, op_cache)
         flat = _FlatOutputs(model)
         try:
             compiled = aot_module_simplified(flat, inputs, boxed_nop, boxed_nop, partition_fn=plan.partition)
@@ -160,13 +160,12 @@ def rematerialize_module(
 class _Plan:
     """The partition function handed to AOTAutograd: coarsen, solve, partition; keeps what it found."""
 
-    def __init__(self, target: int, eager_peak: int, loss: _LossMeasurement, unmodelled: int | None,
+    def __init__(self, target: int, eager_peak: int, loss_bytes: int, unmodelled: int | None,
                  time_limit: float, op_cache: dict):
         self.op_cache = op_cache  # measured kernel workspaces, shared between attempts
         self.target = target
         self.eager_peak = eager_peak
-        self.loss_bytes = loss.peak
-        self.tangents_held = loss.gradients_kept
+        self.loss_bytes = loss_bytes
         self.unmodelled = unmodelled
         self.time_limit = time_limit
 
@@ -178,8 +177,7 @@ class _Plan:
         if self.unmodelled is None:
             self.unmodelled = self.eager_peak - max(self.timeline_before)
         make_lean(joint)
-        coarse = coarsen(joint, num_fwd_outputs, machine, self.loss_bytes, op_workspaces(joint.graph, self.op_cache),
-                         tangents_held=self.tangents_held)
+        coarse = coarsen(joint, num_fwd_outputs, machine, self.loss_bytes, op_workspaces(joint.graph, self.op_cache))
         self.solved: Schedule = schedule(
             coarse.graph, max(self.target - self.unmodelled, 0), order=coarse.order, compute=COMPUTE,
             memory=MEMORY, workspace=WORKSPACE, time_limit=self.time_limit,
@@ -214,25 +212,16 @@ def _measure_step(module: Callable, model: nn.Module, inputs: tuple, loss: Calla
         return measure_peak_memory(step, device)
 
 
-@dataclass(frozen=True)
-class _LossMeasurement:
-    peak: int             # the peak of the loss and its backward, beyond the outputs' gradients
-    gradients_kept: bool  # an output gradient reaches the compiled backward as is (see coarsen's tangents_held)
-
-
-def _measure_loss(model: nn.Module, inputs: tuple, loss: Callable, device: torch.device) -> _LossMeasurement:
-    """`loss` and its backward on the model's outputs: their peak, and the layout of the gradients they hand on."""
+def _measure_loss(model: nn.Module, inputs: tuple, loss: Callable, device: torch.device) -> int:
+    """The peak of `loss` and its backward on the model's outputs, beyond the outputs' gradients."""
     with training_state_preserved(model), torch.no_grad():
         outputs = pytree.tree_map(
             lambda t: t.detach().requires_grad_() if isinstance(t, torch.Tensor) and t.is_floating_point() else t,
             model(*inputs),
         )
     leaves = [t for t in pytree.tree_leaves(outputs) if isinstance(t, torch.Tensor) and t.requires_grad]
-    kept: list[bool] = []
-    for t in leaves:  # a gradient laid out as its output is used as is, others are copied to that layout
-        t.register_hook(lambda g, t=t: kept.append(g.stride() == t.stride()))
     peak = measure_peak_memory(lambda: loss(outputs).backward(), device)
-    return _LossMeasurement(max(peak - sum(t.numel() * t.element_size() for t in leaves), 0), any(kept))
+    return max(peak - sum(t.numel() * t.element_size() for t in leaves), 0)
 
 
 @contextmanager
