@@ -30,12 +30,12 @@ they stay live to the end. Between the phases, two more virtual nodes stand for 
 graph: LOSS, the caller's loss function and its backward (its measured peak beyond the output gradients), which
 reads the forward outputs; and TANGENTS, the output gradients it hands to the backward pass, read by the groups that
 use them; the compiled backward frees each after its last reader, as eager autograd does. An in-place write
-(lean_ops.py's scatter of a tied embedding's gradient) allocates nothing: its output lives in its storage owner's.
-A group is marked not recomputable when it contains a random or mutating op, owns storage a later operation writes
-in place or a forward output's storage (the caller holds that instance to the end), or reads an input the step
-mutates (a recomputation would read the mutated value) -- except a training-mode batch norm reading the running
-statistics it updates, whose normalised output does not depend on them -- or takes a result of a multi-output op
-of another group (a tuple cannot be saved for it).
+(lean_ops.py's scatter of a tied embedding's gradient, its log-softmax backward) allocates nothing: its output
+lives in its storage owner's. A group is marked not recomputable when it contains a random or mutating op, owns or
+reads storage an operation writes in place, owns a forward output's storage (the caller holds that instance to the
+end), or reads an input the step mutates (a recomputation would read the mutated value) -- except a training-mode
+batch norm reading the running statistics it updates, whose normalised output does not depend on them -- or takes
+a result of a multi-output op of another group (a tuple cannot be saved for it).
 """
 from __future__ import annotations
 
@@ -106,10 +106,8 @@ def coarsen(
             forward.add(node)
     members, dag = _group(joint, forward, {o for o in outputs if isinstance(o, fx.Node)})
     mutated = mutated_inputs(joint)
-    # storage whose first instance must be the one that lives on: what a later operation writes in place, and the
-    # forward outputs, which the caller holds from the forward pass to the end of the step
-    pinned = {storage_source(n) for n in joint.graph.nodes if n.op == "call_function" and writes_in_place(n)}
-    pinned |= {storage_source(o) for o in outputs[:num_fwd_outputs] if isinstance(o, fx.Node)}
+    written = {storage_source(n) for n in joint.graph.nodes if n.op == "call_function" and writes_in_place(n)}
+    held = {storage_source(o) for o in outputs[:num_fwd_outputs] if isinstance(o, fx.Node)}  # by the caller
     is_forward = {g: members[g][0] in forward for g in dag}
     order = list(nx.lexicographical_topological_sort(dag, key=lambda g: (not is_forward[g], g)))
     groups = tuple(Group(tuple(members[g]), is_forward[g]) for g in order)
@@ -121,7 +119,7 @@ def coarsen(
             COMPUTE: sum(_time_ns(m, machine) for m in group.members),
             MEMORY: _memory(group, group_of, i),
             WORKSPACE: _workspace(group, group_of, i, op_workspace),
-            RECOMPUTABLE: _recomputable(group, group_of, i, mutated, pinned),
+            RECOMPUTABLE: _recomputable(group, group_of, i, mutated, written, held),
         })
     tangents = [p for p in joint.graph.find_nodes(op="placeholder") if _is_tangent(p)]
     graph.add_node(LOSS, **{COMPUTE: 0, MEMORY: loss_bytes, RECOMPUTABLE: False})
@@ -307,13 +305,14 @@ def _is_pointwise(node: fx.Node) -> bool:
 
 
 def _recomputable(group: Group, group_of: dict[fx.Node, int], index: int, mutated: set[fx.Node],
-                  pinned: set[fx.Node]) -> bool:
-    """No member is random or mutating or reads a mutated input (but see the training batch norm), owns `pinned`
-    storage (a recomputation would not see an in-place write; the caller holds a forward output's first instance,
-    which a recomputation for the sink would count twice), and no member takes a result
+                  written: set[fx.Node], held: set[fx.Node]) -> bool:
+    """No member is random or mutating or reads a mutated input (but see the training batch norm), owns or reads
+    storage that an operation writes in place (`written`: a recomputation would see the storage before or after
+    the write, whichever the schedule gives it), owns a forward output's storage (`held`: the caller holds the
+    first instance to the end, which a recomputation for the sink would count twice), and no member takes a result
     of another group's multi-output op (that tuple cannot be saved for it)."""
     for m in group.members:
-        if m in pinned:
+        if m in written or m in held or any(storage_source(a) in written for a in m.all_input_nodes):
             return False
         if any(isinstance(a.meta.get("val"), (tuple, list)) and group_of.get(a, index) != index
                for a in m.all_input_nodes):

@@ -10,13 +10,15 @@ from hypothesis import strategies as st
 from torch.fx.experimental.proxy_tensor import make_fx
 
 from tcomp.passes.rematerialize.coarsen import MEMORY, coarsen
-from tcomp.passes.rematerialize.lean_ops import batch_norm_backward, make_lean
+from tcomp.passes.rematerialize.lean_ops import batch_norm_backward, log_softmax_backward_, make_lean
 from tcomp.passes.rematerialize.measure import measure_peak_memory
 from tcomp.cost import MachineModel
 from tcomp.remat import rematerialize_module
 from tcomp.zoo.gpt2 import GPT2, GPT2Config
 
 from test_training import assert_same_step, joint_graph_of, stem_net
+
+aten = torch.ops.aten
 
 
 def _statistics(x):
@@ -123,8 +125,6 @@ def test_a_sum_whose_term_is_read_elsewhere_stays_out_of_place():
 
 
 def test_a_sum_into_a_broadcast_or_a_piece_of_a_split_stays_out_of_place():
-    aten = torch.ops.aten
-
     def broadcast(x, y, grad, ids):  # every row of the term is one memory location
         head = aten.expand(aten.sum(aten.mm(x, y)), [64, 8])
         return (aten.add(head, aten.embedding_dense_backward(grad, ids, 64, -1, False)),)
@@ -142,8 +142,78 @@ def test_a_sum_into_a_broadcast_or_a_piece_of_a_split_stays_out_of_place():
         assert make_lean(graph) == 0, fn.__name__
 
 
+@settings(max_examples=30, deadline=None)
+@given(shape=st.lists(st.integers(1, 9), min_size=1, max_size=3), data=st.data(),
+       dtype=st.sampled_from([torch.float32, torch.float64]))
+def test_log_softmax_backward_in_place_equals_aten(shape, data, dtype):
+    dim = data.draw(st.integers(0, len(shape) - 1))
+    g = torch.Generator().manual_seed(sum(shape) * 7 + dim)
+    output = torch.log_softmax(torch.randn(shape, generator=g, dtype=dtype) * 4, dim)
+    grad = torch.randn(shape, generator=g, dtype=dtype)
+    expected = aten._log_softmax_backward_data(grad, output, dim, dtype)
+    address = output.data_ptr()
+    result = log_softmax_backward_(output, grad, dim)
+    assert result.data_ptr() == address  # written over the log-probabilities
+    tolerance = 1e-6 if dtype == torch.float32 else 1e-14
+    torch.testing.assert_close(result, expected, rtol=tolerance, atol=tolerance)
+
+
+def _log_softmax_step(read_after: bool):
+    def fn(x, grad):
+        output = aten._log_softmax(x, 1, False)
+        total = aten.sum(output)  # a reader before the backward
+        dx = aten._log_softmax_backward_data(grad, output, 1, torch.float32)
+        return (dx, total, aten.sum(output)) if read_after else (dx, total)
+    g = torch.Generator().manual_seed(0)
+    inputs = (torch.randn(8, 50, generator=g), torch.randn(8, 50, generator=g))
+    return make_fx(fn)(*inputs), inputs
+
+
+def test_the_in_place_log_softmax_backward_equals_the_out_of_place_one():
+    graph, inputs = _log_softmax_step(read_after=False)
+    expected = graph(*inputs)
+    assert make_lean(graph) == 1
+    assert torch.ops.tcomp.log_softmax_backward_.default in [n.target for n in graph.graph.nodes]
+    torch.testing.assert_close(graph(*inputs), expected)
+
+
+def test_log_probabilities_read_after_their_backward_are_not_overwritten():
+    graph, _ = _log_softmax_step(read_after=True)
+    assert make_lean(graph) == 0
+
+
+class WithNextTokenLoss(torch.nn.Module):
+    """A language model returning its next-token loss, as one given labels does."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, ids):
+        logits = self.model(ids)
+        return torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1))
+
+
+def test_a_loss_inside_the_model_takes_its_log_softmax_backward_in_place():
+    model, inputs = WithNextTokenLoss(small_gpt()), (torch.randint(0, 2048, (4, 64)),)
+    joint, num_fwd = joint_graph_of(model, inputs)
+    before = coarsen(joint, num_fwd, MachineModel(), 0)
+    assert make_lean(joint) == 2  # the tied embedding's gradient sum and the log-softmax backward
+    after = coarsen(joint, num_fwd, MachineModel(), 0)
+    groups = {m.target: i for i, g in enumerate(after.groups) for m in g.members}
+    log_probabilities = 4 * 63 * 2048 * 4
+    lean = groups[torch.ops.tcomp.log_softmax_backward_.default]
+    assert after.graph.nodes[lean][MEMORY] == 0  # written over the log-probabilities
+    for owner_or_reader in (aten._log_softmax.default, aten.nll_loss_forward.default):
+        assert not after.graph.nodes[groups[owner_or_reader]]["recomputable"]
+    old = next(i for i, g in enumerate(before.groups)
+               if any(m.target is aten._log_softmax_backward_data.default for m in g.members))
+    assert before.graph.nodes[old][MEMORY] == log_probabilities
+
+
 @pytest.mark.parametrize("build, inputs, budget", [
     (small_gpt, (torch.randint(0, 2048, (4, 64)),), 0.8),
+    (lambda: WithNextTokenLoss(small_gpt()), (torch.randint(0, 2048, (4, 64)),), 0.7),
     (stem_net, (torch.randn(8, 3, 64, 64),), 0.8),
 ])
 def test_rematerialized_steps_with_lean_ops_equal_eager(build, inputs, budget):
