@@ -11,7 +11,8 @@ Every operation of the joint graph joins one group:
     of the joint graph (a gradient, a forward output), so that what the caller keeps does not keep its
     producer's other results alive, and so does every result of a multi-output op but its main one (the first of
     the largest size): the statistics a normalisation saves for its backward, the values of a max pooling next to
-    its int64 indices, so that each can be freed when its own readers are done.
+    its int64 indices, so that each can be freed when its own readers are done; the storage owner of a forward
+    output starts a group that only views join (the group is not recomputable, and nothing else should be).
 A join that would make the group graph cyclic is skipped, and groups never mix the phases: the forward phase is
 what the forward outputs need and the free views of it (such as the statistics a normalisation returns for its
 backward), the backward phase the rest.
@@ -104,10 +105,10 @@ def coarsen(
     for node in joint.graph.nodes:  # views of forward values are free to take in the forward pass
         if node.op == "call_function" and _is_free(node) and node.all_input_nodes[0] in forward:
             forward.add(node)
-    members, dag = _group(joint, forward, {o for o in outputs if isinstance(o, fx.Node)})
+    held = {storage_source(o) for o in outputs[:num_fwd_outputs] if isinstance(o, fx.Node)}  # by the caller
+    members, dag = _group(joint, forward, {o for o in outputs if isinstance(o, fx.Node)}, held)
     mutated = mutated_inputs(joint)
     written = {storage_source(n) for n in joint.graph.nodes if n.op == "call_function" and writes_in_place(n)}
-    held = {storage_source(o) for o in outputs[:num_fwd_outputs] if isinstance(o, fx.Node)}  # by the caller
     is_forward = {g: members[g][0] in forward for g in dag}
     order = list(nx.lexicographical_topological_sort(dag, key=lambda g: (not is_forward[g], g)))
     groups = tuple(Group(tuple(members[g]), is_forward[g]) for g in order)
@@ -186,8 +187,10 @@ def tensor_bytes(value: object) -> int:
 
 
 def _group(
-    joint: fx.GraphModule, forward: set[fx.Node], outputs: set[fx.Node]
+    joint: fx.GraphModule, forward: set[fx.Node], outputs: set[fx.Node], held: set[fx.Node]
 ) -> tuple[dict[int, list[fx.Node]], nx.DiGraph]:
+    """Groups (members in graph order) and their dependency DAG. `held` (the storage of the forward outputs) starts
+    groups that only views join: such a group is not recomputable, and nothing else should share that fate."""
     members: dict[int, list[fx.Node]] = {}
     group_of: dict[fx.Node, int] = {}
     pointwise_only: dict[int, bool] = {}
@@ -196,12 +199,12 @@ def _group(
         if node.op != "call_function":
             continue
         inputs = [a for a in node.all_input_nodes if a in group_of]
-        if node in outputs or _is_side_result(node):
+        if node in outputs or node in held or _is_side_result(node):
             candidates = []
         elif _is_free(node):
             candidates = node.all_input_nodes[:1]
         elif _is_pointwise(node):
-            candidates = inputs
+            candidates = [a for a in inputs if not held.intersection(members[group_of[a]])]
             if node not in forward:  # see the module docstring: backward pointwise chains start their own groups
                 candidates = [a for a in inputs if pointwise_only[group_of[a]]]
         else:

@@ -24,7 +24,9 @@ floating-point accumulation):
 - **Log-softmax backward** (a cross-entropy loss inside the model, over a vocabulary for a language model).
   `_log_softmax_backward_data(dy, y)` allocates dx = dy − exp(y)·Σdy beside y, the log-probabilities the forward
   saved, and dy: at GPT-2's loss (batch 4 × 256) three 206 MB tensors. When every other reader of y's storage
-  comes before it, `tcomp::log_softmax_backward_` computes dx in place in y's storage: two instead of three.
+  is an operation the backward depends on (the loss and its backward: every schedule runs them before it, and
+  coarsen.py keeps them from being recomputed), `tcomp::log_softmax_backward_` computes dx in place in y's
+  storage: two instead of three.
 
 The coarse model sees the rewritten graph: the new batch-norm kernel's workspace is measured like any other's, and
 an in-place write allocates nothing and keeps its storage owner, and the other readers of that storage, from being
@@ -69,7 +71,9 @@ def _batch_norm_backward_outputs(grad_out, x, weight, mean, invstd):
 
 _LIBRARY = torch.library.Library("tcomp", "FRAGMENT")
 # defined with a raw schema: a custom_op may not return its (mutated) input, and the graph's later readers must
-# read the write's result, so that every schedule orders them after it
+# read the write's result, so that every schedule orders them after it. Its kernel is CompositeImplicitAutograd:
+# run, it is these in-place operations; traced (compiled autograd, torch.compile), it decomposes into them, which
+# functionalization handles (an opaque operator whose result aliases an input it cannot)
 _LIBRARY.define("log_softmax_backward_(Tensor(a!) output, Tensor grad_out, int dim) -> Tensor(a!)")
 
 
@@ -79,13 +83,12 @@ def log_softmax_backward_(output: Tensor, grad_out: Tensor, dim: int) -> Tensor:
     return output.exp_().mul_(total.neg_()).add_(grad_out)
 
 
-_LIBRARY.impl("log_softmax_backward_", log_softmax_backward_, "CompositeExplicitAutograd")
+_LIBRARY.impl("log_softmax_backward_", log_softmax_backward_, "CompositeImplicitAutograd")
 
 
 def make_lean(joint: fx.GraphModule) -> int:
     """Rewrite the operations of `joint` described in the module docstring; returns how many were rewritten."""
     rewritten = 0
-    position = {n: i for i, n in enumerate(joint.graph.nodes)}
     for node in list(joint.graph.nodes):
         if node.op != "call_function":
             continue
@@ -95,8 +98,7 @@ def make_lean(joint: fx.GraphModule) -> int:
         elif node.target is torch.ops.aten.add.Tensor and (terms := _scatter_into(node)) is not None:
             _replace_sum(joint.graph, node, *terms)
             rewritten += 1
-        elif (node.target is torch.ops.aten._log_softmax_backward_data.default
-              and _log_softmax_in_place_applies(node, position)):
+        elif node.target is torch.ops.aten._log_softmax_backward_data.default and _log_softmax_in_place_applies(node):
             _replace_log_softmax(joint.graph, node)
             rewritten += 1
     if rewritten:
@@ -153,7 +155,8 @@ def _only_read_by(base: fx.Node, add: fx.Node) -> bool:
 def _readers(base: fx.Node) -> set[fx.Node] | None:
     """The nodes that read the storage `base` lives in other than by taking a view of it (the graph's output
     included), or None unless that storage is an operation's own result (not an input, not one of several results,
-    which may be pieces of one storage, as `split`'s are)."""
+    which may be pieces of one storage, as `split`'s are) and no view of it comes in pieces (`split`, `unbind`:
+    coarsen.py's storage_source does not follow their getitems)."""
     owner = storage_source(base)
     if owner.op != "call_function" or owner.target is operator.getitem:
         return None
@@ -163,15 +166,18 @@ def _readers(base: fx.Node) -> set[fx.Node] | None:
         family.add(node)
         for user in node.users:
             if user.op == "call_function" and is_view(user) and user.args[0] is node:
+                if not isinstance(user.meta.get("val"), Tensor):
+                    return None
                 stack.append(user)
             else:
                 readers.add(user)
     return readers if base in family else None
 
 
-def _log_softmax_in_place_applies(node: fx.Node, position: dict[fx.Node, int]) -> bool:
+def _log_softmax_in_place_applies(node: fx.Node) -> bool:
     """`_log_softmax_backward_data(dy, y, dim, dtype)` can write dx over y: same dtype (float32/64) and layout, and
-    every other reader of y's storage comes before it."""
+    every other reader of y's storage is an ancestor of it. (Coming before it in the graph is not enough: coarsening
+    may put such a reader in one group with operations that depend on the write.)"""
     grad, output, _, input_dtype = node.args
     if not (isinstance(grad, fx.Node) and isinstance(output, fx.Node)):
         return False
@@ -184,7 +190,19 @@ def _log_softmax_in_place_applies(node: fx.Node, position: dict[fx.Node, int]) -
             and output_v.dtype in (torch.float32, torch.float64)
             and output_v.shape == result_v.shape and output_v.stride() == result_v.stride()
             and torch._debug_has_internal_overlap(output_v) == 0 and storage_source(grad) is not storage_source(output)
-            and readers is not None and all(r is node or position[r] < position[node] for r in readers))
+            and readers is not None and readers - {node} <= _ancestors(node))
+
+
+def _ancestors(node: fx.Node) -> set[fx.Node]:
+    """The nodes `node` depends on."""
+    seen: set[fx.Node] = set()
+    stack = list(node.all_input_nodes)
+    while stack:
+        n = stack.pop()
+        if n not in seen:
+            seen.add(n)
+            stack.extend(n.all_input_nodes)
+    return seen
 
 
 def _replace_log_softmax(graph: fx.Graph, node: fx.Node) -> None:
