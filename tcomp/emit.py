@@ -208,8 +208,11 @@ class _Emitter:
         dtype = contraction_dtype(net)
         if v.kind != "const" and not (v.dtype is not None and v.dtype.is_floating_point):
             dtype = None
-        elif dtype is None and self.dtypes_unknown and v.kind != "const" and net.out.dtype.is_floating_point:
-            dtype = net.out.dtype  # activations only, recorded dtypes stale: contract in the recorded result dtype
+        elif (dtype is None and self.dtypes_unknown and v.kind != "const" and net.out.dtype.is_floating_point
+              and sum(o.kind != "const" for o in net.operands) > 1):
+            # activations only, recorded dtypes stale: several contract in the recorded result dtype; a single one
+            # (a relabel: reshape, permute) keeps its own, so that a bf16 region's dtype reaches what follows
+            dtype = net.out.dtype
         return self.reshape(self.value_in(v, dtype), list(v.shape), [net.sizes[i] for i in ix])
 
     def value_in(self, v: Value, dtype: torch.dtype | None) -> fx.Node:

@@ -171,3 +171,51 @@ def test_a_bf16_layer_read_by_a_layer_kept_in_fp32():
         out, ref = gm(cal[1]), model(cal[1])
     assert out.dtype == torch.float32
     assert _relative(out, ref) < 2e-2  # bf16 rounding of one layer
+
+
+class PermutedBetween(nn.Module):
+    """fc1, its output's features permuted (a relabel Network: reshape, transpose), a softmax, then fc2 -- as
+    ViT's qkv projection, head split and attention call."""
+
+    def __init__(self, d: int = 64, rank: int = 4):
+        super().__init__()
+        g = torch.Generator().manual_seed(0)
+        self.fc1, self.fc2 = nn.Linear(d, d), nn.Linear(d, d)
+        with torch.no_grad():  # low rank, so that the selection takes some option and applies it
+            for layer in (self.fc1, self.fc2):
+                layer.weight.copy_(torch.randn(d, rank, generator=g) @ torch.randn(rank, d, generator=g) / d ** 0.5)
+
+    def forward(self, x):
+        h = self.fc1(x)
+        weights = torch.softmax(h.reshape(-1, 8, h.shape[-1] // 8).transpose(1, 2), -1)
+        return self.fc2(weights.reshape(-1, h.shape[-1]))
+
+
+def test_a_bf16_layer_read_through_a_relabel_by_a_layer_kept_in_fp32():
+    """Propagating dtypes must carry bf16 through a relabel (it used to be cast to its stale recorded float32 there,
+    so the fp32 layer after it was not told to cast its input up: a dtype error in ViT-tiny's selection)."""
+    from tcomp.emit import emit
+    from tcomp.passes.select import Measured, apply_selection
+
+    model = PermutedBetween().eval()
+    cal = _batches(3, 16, 64)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr("tcomp.passes.select.time_ops", _flop_time)
+        captured = {}
+        original = apply_selection
+
+        def keep(program, chosen, example):
+            captured.update(program=program, example=example)
+            return original(program, chosen, example)
+
+        mp.setattr("tcomp.passes.select.apply_selection", keep)
+        tcomp.compile(model, cal[0], tolerance=0.5, calibration=cal, structures=("svd",))
+    program = captured["program"]
+    option = next(o for o in program.sites["fc1"].options if o.dtype == torch.bfloat16 and "rank" not in o.name)
+    mixed = apply_selection(program, {"fc1": Measured(option, 0.0, 0.0, 0.0)}, captured["example"])
+    relabel = [op for op in mixed.ops if isinstance(op, Network) and len(op.operands) == 1]
+    assert relabel and relabel[0].out.dtype == torch.bfloat16  # the recorded dtype follows the bf16 layer
+    with torch.no_grad():
+        out, ref = emit(mixed, {})(cal[1]), model(cal[1])
+    assert out.dtype == torch.float32
+    assert _relative(out, ref) < 2e-2  # bf16 rounding of one layer
