@@ -48,10 +48,10 @@ def run_model(name: str, tolerances: list[float], batch: int, calibration_batche
     torch.manual_seed(0)
     model = entry.build().eval()
     generator = torch.Generator().manual_seed(1)
+    shape = (batch, *entry.example_inputs(batch=1)[0].shape[1:])
 
     def batches(n: int) -> list[torch.Tensor]:
-        return [torch.randn(batch, *entry.example_inputs(batch=1)[0].shape[1:], generator=generator)
-                for _ in range(n)]
+        return [torch.randn(shape, generator=generator) for _ in range(n)]
 
     calibration, evaluation = batches(calibration_batches), batches(4)
     example = evaluation[0]

@@ -101,7 +101,7 @@ def coarsen(
     temporaries an operation's kernel allocates beyond its outputs (see measure.op_workspaces; default none)."""
     op_workspace = op_workspace or {}
     outputs = pytree.arg_tree_leaves(*joint.graph.output_node().args)  # forward outputs, then gradients
-    forward = _ancestors([o for o in outputs[:num_fwd_outputs] if isinstance(o, fx.Node)])
+    forward = ancestors([o for o in outputs[:num_fwd_outputs] if isinstance(o, fx.Node)])
     for node in joint.graph.nodes:  # views of forward values are free to take in the forward pass
         if node.op == "call_function" and _is_free(node) and node.all_input_nodes[0] in forward:
             forward.add(node)
@@ -333,7 +333,7 @@ def _recomputable(group: Group, group_of: dict[fx.Node, int], index: int, mutate
     return True
 
 
-def _ancestors(roots: list[fx.Node]) -> set[fx.Node]:
+def ancestors(roots: list[fx.Node]) -> set[fx.Node]:
     """The operations (call_function nodes) `roots` depend on, `roots` included."""
     seen: set[fx.Node] = set()
     stack = [r for r in roots if r.op == "call_function"]

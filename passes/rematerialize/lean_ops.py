@@ -39,7 +39,7 @@ import operator
 import torch
 from torch import Tensor, fx
 
-from .coarsen import is_view, storage_source
+from .coarsen import ancestors, is_view, storage_source
 
 _SLICES = 16
 """The dot product Σ dy·(x − μ) is computed in this many slices of the channels (its temporary is one slice)."""
@@ -190,19 +190,7 @@ def _log_softmax_in_place_applies(node: fx.Node) -> bool:
             and output_v.dtype in (torch.float32, torch.float64)
             and output_v.shape == result_v.shape and output_v.stride() == result_v.stride()
             and torch._debug_has_internal_overlap(output_v) == 0 and storage_source(grad) is not storage_source(output)
-            and readers is not None and readers - {node} <= _ancestors(node))
-
-
-def _ancestors(node: fx.Node) -> set[fx.Node]:
-    """The nodes `node` depends on."""
-    seen: set[fx.Node] = set()
-    stack = list(node.all_input_nodes)
-    while stack:
-        n = stack.pop()
-        if n not in seen:
-            seen.add(n)
-            stack.extend(n.all_input_nodes)
-    return seen
+            and readers is not None and readers - {node} <= ancestors(node.all_input_nodes))
 
 
 def _replace_log_softmax(graph: fx.Graph, node: fx.Node) -> None:

@@ -144,29 +144,34 @@ def test_target_speedup_mode():
         assert select.details["predicted_saving_s"] >= select.details["base_time_s"] * (1 - 1 / 1.5) * 0.999
 
 
-def test_a_bf16_layer_read_by_a_layer_kept_in_fp32():
-    """fc1 in bf16 and fc2 (and head) kept fp32: the fp32 networks cast the bf16 activation up — also while the
-    selection propagates the new dtypes (the recorded ones are stale then) — and the output stays float32."""
-    from tcomp.emit import emit
+def _with_fc1_in_bf16(model, cal):
+    """The program the selection works on for ``model`` (calibrated on ``cal``), with site fc1 alone applied in
+    bf16 (its dense option, no structure) and the new dtypes propagated."""
     from tcomp.passes.select import Measured, apply_selection
 
-    model = LowRankMLP(d=64, rank=4).eval()
-    cal = _batches(3, 16, 64)
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr("tcomp.passes.select.time_ops", _flop_time)
         captured = {}
-        original = apply_selection
 
         def keep(program, chosen, example):
             captured.update(program=program, example=example)
-            return original(program, chosen, example)
+            return apply_selection(program, chosen, example)
 
         mp.setattr("tcomp.passes.select.apply_selection", keep)
         tcomp.compile(model, cal[0], tolerance=0.5, calibration=cal, structures=("svd",))
     program = captured["program"]
     option = next(o for o in program.sites["fc1"].options if o.dtype == torch.bfloat16 and "rank" not in o.name)
-    mixed = apply_selection(program, {"fc1": Measured(option, 0.0, 0.0, 0.0)}, captured["example"])
-    gm = emit(mixed, {})
+    return apply_selection(program, {"fc1": Measured(option, 0.0, 0.0, 0.0)}, captured["example"])
+
+
+def test_a_bf16_layer_read_by_a_layer_kept_in_fp32():
+    """fc1 in bf16 and fc2 (and head) kept fp32: the fp32 networks cast the bf16 activation up — also while the
+    selection propagates the new dtypes (the recorded ones are stale then) — and the output stays float32."""
+    from tcomp.emit import emit
+
+    model = LowRankMLP(d=64, rank=4).eval()
+    cal = _batches(3, 16, 64)
+    gm = emit(_with_fc1_in_bf16(model, cal), {})
     with torch.no_grad():
         out, ref = gm(cal[1]), model(cal[1])
     assert out.dtype == torch.float32
@@ -195,24 +200,10 @@ def test_a_bf16_layer_read_through_a_relabel_by_a_layer_kept_in_fp32():
     """Propagating dtypes must carry bf16 through a relabel (it used to be cast to its stale recorded float32 there,
     so the fp32 layer after it was not told to cast its input up: a dtype error in ViT-tiny's selection)."""
     from tcomp.emit import emit
-    from tcomp.passes.select import Measured, apply_selection
 
     model = PermutedBetween().eval()
     cal = _batches(3, 16, 64)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr("tcomp.passes.select.time_ops", _flop_time)
-        captured = {}
-        original = apply_selection
-
-        def keep(program, chosen, example):
-            captured.update(program=program, example=example)
-            return original(program, chosen, example)
-
-        mp.setattr("tcomp.passes.select.apply_selection", keep)
-        tcomp.compile(model, cal[0], tolerance=0.5, calibration=cal, structures=("svd",))
-    program = captured["program"]
-    option = next(o for o in program.sites["fc1"].options if o.dtype == torch.bfloat16 and "rank" not in o.name)
-    mixed = apply_selection(program, {"fc1": Measured(option, 0.0, 0.0, 0.0)}, captured["example"])
+    mixed = _with_fc1_in_bf16(model, cal)
     relabel = [op for op in mixed.ops if isinstance(op, Network) and len(op.operands) == 1]
     assert relabel and relabel[0].out.dtype == torch.bfloat16  # the recorded dtype follows the bf16 layer
     with torch.no_grad():
