@@ -28,10 +28,20 @@ def _pass_selection(args) -> object:
     if args.passes and args.disable:
         raise SystemExit("tcomp: use --passes or --disable, not both")
     if args.passes:
-        return [p.strip() for p in args.passes.split(",") if p.strip()]
-    if args.disable:
-        return {p.strip(): False for p in args.disable.split(",") if p.strip()}
-    return None
+        selection = [p.strip() for p in args.passes.split(",") if p.strip()]
+    elif args.disable:
+        selection = {p.strip(): False for p in args.disable.split(",") if p.strip()}
+    else:
+        return None
+    from .passes import pipeline
+    from .passmanager import select_passes
+
+    try:
+        select_passes(pipeline(), selection)
+    except ValueError as e:  # a misspelt pass: say so, not a traceback
+        print(f"tcomp: {e}", file=sys.stderr)
+        raise SystemExit(2)
+    return selection
 
 
 def cmd_zoo(args) -> int:

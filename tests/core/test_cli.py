@@ -4,6 +4,8 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 from tcomp.cli import main
 
 
@@ -34,6 +36,14 @@ def test_inspect_json(capsys):
 def test_inspect_with_a_disabled_pass(capsys):
     assert main(["inspect", "zoo:mlp", "--batch", "2", "--disable", "fuse_networks"]) == 0
     assert "after fuse_networks" not in capsys.readouterr().out
+
+
+def test_an_unknown_pass_exits_2_naming_the_passes(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["inspect", "zoo:mlp", "--batch", "2", "--passes", "capture"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "unknown pass(es) ['capture']" in err and "contraction_order" in err and "Traceback" not in err
 
 
 def test_inspect_a_file_target_with_input_spec(tmp_path, capsys):
