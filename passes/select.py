@@ -22,7 +22,7 @@ error on the held-out batches (predicted and measured).
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from ortools.sat.python import cp_model
@@ -32,12 +32,13 @@ from tcomp.candidates import (Option, Site, apply_conv, apply_structure, conv_fa
                               propagate_dtypes, with_dtype)
 from tcomp.emit import emit
 from tcomp.ir import Call, Network, Program
-from tcomp.layertime import median_time, time_ops
+from tcomp.layertime import median_time, time_against, time_ops
 from tcomp.passmanager import Pass, PassContext, PassReport
 
 from . import contraction_order
 
 NAME = "select"
+PROGRAM = "<program>"     # the selection's key for a program-level option (a precision throughout)
 MAX_ROUNDS = 6
 SENSITIVITY_BATCHES = 2
 
@@ -101,7 +102,8 @@ def _isolated_module(ops: list, batch: int | None, out_dtype: torch.dtype):
 
 
 def measure(program: Program, ctx: PassContext, cal: Calibration) -> tuple[dict[str, float], dict[str, list]]:
-    """Dense time per site and the measured options (time, sensitivity) per site."""
+    """Dense time per site and the measured options (time, sensitivity) per site. An option's time is its measured
+    fraction of the dense site's (:func:`tcomp.layertime.time_against`) times the site's fastest dense time."""
     batch = program.example_batch
     by_name = {op.out.name: op for op in program.ops}
     base = _planned(program, ctx)
@@ -114,28 +116,56 @@ def measure(program: Program, ctx: PassContext, cal: Calibration) -> tuple[dict[
         if not site.options:
             continue
         op = by_name[name]
-        dense[name] = time_ops([op], batch, training=ctx.training)
-        rows = []
+        found_rows = []
         for option in site.options:
-            def time_and_error(op=op, site=site, option=option, name=name):
+            def ratio_and_error(op=op, site=site, option=option, name=name):
                 try:
                     ops, _ = site_replacement(op, site, option)
-                    t = time_ops(ops, batch, training=ctx.training)
+                    ratio = time_against(ops, [op], batch, training=ctx.training)
                 except ValueError:
                     return None
-                if t >= dense[name] * 0.97:
+                if ratio >= 0.97:
                     return None  # not faster here: never worth its error
                 fn, names = _isolated_module(ops, batch, op.out.dtype)
                 runner.replace = {gm.tcomp_nodes[name]: (fn, [gm.tcomp_nodes[n] for n in names])}
-                return t, cal.error(runner, limit=limit)
+                return ratio, cal.error(runner, limit=limit)
 
-            found = remembered(ctx, NAME, name, option.name, batch, ctx.training, compute=time_and_error,
+            found = remembered(ctx, "option", name, option.name, batch, ctx.training, compute=ratio_and_error,
                                persist=True)
             if found is not None:
-                rows.append(Measured(option, found[0], found[1], cal.metric.additive(found[1])))
+                found_rows.append((option, *found))
         runner.replace = {}
-        measured[name] = rows
+        dense[name] = time_ops([op], batch, training=ctx.training)
+        after = _downstream(program, ctx, cal, name, found_rows)
+        measured[name] = [Measured(o, ratio * dense[name], cal.metric.from_additive(add), add)
+                          for (o, ratio, err) in found_rows
+                          for add in [cal.metric.additive(err) + after.get(o.dtype, 0.0)]]
     return dense, measured
+
+
+def _downstream(program: Program, ctx: PassContext, cal: Calibration, name: str,
+                rows: list[tuple[Option, float, float]]) -> dict[torch.dtype, float]:
+    """Per reduced dtype taken at site ``name`` (``rows``: its measured options, ratio, cast-back error): the error (additive units) that the ops after the site add by
+    running in that dtype too. A sensitivity is measured with the site's result cast back to its dtype, but once
+    applied the dtype flows on — a bf16 projection makes the attention call, the norm and the activation after it
+    bf16 until a promotion (measured on ViT-tiny: seven bf16 sites with summed sensitivities of 5e-8 measured 0.018
+    together). So the site's plain dtype option is applied to the whole program, dtypes propagated, and run; what
+    it measures above the cast-back sensitivity is added to every option of that dtype at the site."""
+    extra: dict[torch.dtype, float] = {}
+    limit = min(SENSITIVITY_BATCHES, len(cal.fit))
+    for option, _, err in rows:
+        if option.dtype is None or option.factors is not None or option.dtype in extra:
+            continue
+
+        def propagated(option=option):
+            alone = apply_selection(program, {name: Measured(option, 0.0, 0.0, 0.0)}, ctx.example_inputs)
+            planned = _planned(alone, ctx)
+            return cal.error(emit(planned, _modules(planned)), limit=limit)
+
+        whole = remembered(ctx, "option-propagated", name, option.name, program.example_batch, ctx.training,
+                           compute=propagated, persist=True)
+        extra[option.dtype] = max(0.0, cal.metric.additive(whole) - cal.metric.additive(err))
+    return extra
 
 
 def solve(dense: dict[str, float], measured: dict[str, list[Measured]], budget: float | None,
@@ -209,6 +239,110 @@ def _with_bias(net: Network, bias):
     return net.replace(epilogue=(EpilogueOp("add", torch.add, (ACC, bias)),) + tuple(rest))
 
 
+@dataclass
+class _Base:
+    """What the knapsack's choices apply to: the float32 program as traced, or the program in a reduced precision
+    throughout (:func:`passes.precision.throughout`) with ``fixed`` (every site's plain precision option) applied.
+    ``dense``/``measured``: each site's time as it runs in the base and the options it may take on top;
+    ``additive``: the base's own error in budget units; ``marker``: the program-level option, None for float32."""
+
+    label: str
+    program: Program
+    time: float
+    dense: dict[str, float]
+    measured: dict[str, list[Measured]]
+    additive: float = 0.0
+    fixed: dict[str, Measured] = field(default_factory=dict)
+    marker: Option | None = None
+
+
+@dataclass
+class _Outcome:
+    base: _Base
+    program: Program
+    chosen: dict[str, Measured]      # every site's option: the base's fixed ones and the knapsack's on top
+    on_top: dict[str, Measured]      # the knapsack's
+    error: float
+    rounds: list
+    healed_curve: list
+    gm: object
+    time: float = 0.0                # measured, end to end
+
+    def predicted_saving(self, fp32_time: float) -> float:
+        return fp32_time - self.base.time + sum(self.base.dense[n] - m.time for n, m in self.on_top.items())
+
+
+def _precision_base(program: Program, ctx: PassContext, cal: Calibration, dense: dict[str, float],
+                    measured: dict[str, list[Measured]], dtype: torch.dtype, fp32_time: float) -> tuple[_Base | None, str]:
+    """The program in ``dtype`` throughout as a base, or None (and why) when it cannot run so or is not faster."""
+    from .precision import throughout
+
+    label = f"{_short(dtype)} throughout"
+    fixed = {n: m for n, rows in measured.items() for m in rows
+             if m.option.dtype == dtype and m.option.kind == "precision" and m.option.factors is None}
+    whole = throughout(program, dtype, ctx.example_inputs)
+    if whole is None:
+        return None, f"{label}: not possible (an op refuses {dtype} inputs with float32 weights)"
+    try:
+        whole = apply_selection(whole, fixed, ctx.example_inputs)
+        planned = _planned(whole, ctx)
+        gm = emit(planned, _modules(planned))
+        t = median_time(gm, ctx.example_inputs)
+        err = cal.error(gm, limit=min(SENSITIVITY_BATCHES, len(cal.fit)))
+    except (RuntimeError, TypeError, ValueError) as e:
+        return None, f"{label}: not possible ({type(e).__name__}: {str(e).splitlines()[0][:120]})"
+    note = f"{label}: {t * 1e3:.2f} ms against {fp32_time * 1e3:.2f} ms float32, {cal.metric.name} error {err:.3g}"
+    if t >= fp32_time * 0.97:
+        return None, note + ": not faster, not a base"
+    on_top = {n: [m for m in measured[n] if m.option.dtype == dtype and m.option.factors is not None]
+              for n in fixed}
+    base = _Base(label, whole, t, {n: m.time for n, m in fixed.items()}, on_top, cal.metric.additive(err), fixed,
+                 Option(PROGRAM, "precision", label, dtype=dtype))
+    return base, note + ": a base for the selection"
+
+
+def _short(dtype: torch.dtype) -> str:
+    return {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype, str(dtype).replace("torch.", ""))
+
+
+def _rounds(base: _Base, ctx: PassContext, cal: Calibration, budget: float | None, required: float | None,
+            fp32_time: float, base_gm) -> _Outcome | None:
+    """Solve the knapsack on ``base``, apply, verify on the held-out batches, tighten and solve again until within
+    the tolerance (at most MAX_ROUNDS); None when no round is."""
+    tolerance = ctx.options.get("tolerance")
+    heal_config = ctx.options.get("heal")
+    if budget is not None:
+        budget -= base.additive
+    if required is not None:
+        required -= fp32_time - base.time
+    rounds = []
+    for _ in range(MAX_ROUNDS):
+        room = (budget is not None and budget > 0) or (required is not None and required > 0)
+        chosen = solve(base.dense, base.measured, budget, required) if room else {}
+        if not chosen and base.marker is None:
+            return None
+        everything = {**base.fixed, **chosen}
+        candidate = apply_selection(base.program, everything, ctx.example_inputs)
+        planned = _planned(candidate, ctx)
+        gm = emit(planned, _modules(planned))
+        healed_curve = []
+        if heal_config is not None and chosen:
+            from tcomp.heal import heal
+
+            params = [v.data for n, v in planned.constants.items() if n.startswith("tcomp.")]
+            healed_curve = heal(gm, params, cal, base_gm, list(chosen), heal_config)
+        err = cal.error(gm, held_out=True)
+        predicted = base.additive + sum(m.additive for m in chosen.values())
+        rounds.append({"base": base.label, "budget": budget, "required_saving_s": required, "chosen": len(chosen),
+                       "predicted": predicted, "measured": cal.metric.additive(err)})
+        if tolerance is None or err <= tolerance:
+            return _Outcome(base, candidate, everything, chosen, err, rounds, healed_curve, gm)
+        if budget is None or not chosen:
+            return None
+        budget *= min(0.7, 0.9 * cal.metric.budget(tolerance) / max(cal.metric.additive(err), 1e-30))
+    return None
+
+
 def run(program: Program, ctx: PassContext) -> tuple[Program, PassReport]:
     report = PassReport(NAME)
     cal: Calibration | None = ctx.options.get("calibration_data")
@@ -232,50 +366,49 @@ def run(program: Program, ctx: PassContext) -> tuple[Program, PassReport]:
     if heal_config is not None and budget is not None:
         budget *= heal_config.budget_factor
     required = base_time * (1 - 1 / target) if target is not None else None
-    chosen: dict[str, Measured] = {}
-    final, final_err, rounds, healed_curve = program, 0.0, [], []
-    for _ in range(MAX_ROUNDS):
-        chosen = solve(dense, measured, budget, required)
-        if not chosen:
-            break
-        candidate = apply_selection(program, chosen, ctx.example_inputs)
-        planned = _planned(candidate, ctx)
-        gm = emit(planned, _modules(planned))
-        if heal_config is not None:
-            from tcomp.heal import heal
-
-            params = [v.data for n, v in planned.constants.items() if n.startswith("tcomp.")]
-            healed_curve = heal(gm, params, cal, base_gm, list(chosen), heal_config)
-        err = cal.error(gm, held_out=True)
-        predicted = sum(m.additive for m in chosen.values())
-        rounds.append({"budget": budget, "required_saving_s": required, "chosen": len(chosen),
-                       "predicted": predicted, "measured": cal.metric.additive(err)})
-        if tolerance is None or err <= tolerance:
-            final, final_err = candidate, err
-            break
-        measured_add = cal.metric.additive(err)
-        if budget is not None:
-            budget *= min(0.7, 0.9 * cal.metric.budget(tolerance) / max(measured_add, 1e-30))
-        else:
-            break
-    else:
-        chosen = {}
-    if final is program:
-        chosen = {}
+    bases = [_Base("float32", program, base_time, dense, measured)]
+    for dtype in sorted({m.option.dtype for rows in measured.values() for m in rows if m.option.dtype is not None},
+                        key=str):
+        alt, note = _precision_base(program, ctx, cal, dense, measured, dtype, base_time)
+        report.notes.append(note)
+        if alt is not None:
+            bases.append(alt)
+    outcomes = [o for o in (_rounds(b, ctx, cal, budget, required, base_time, base_gm) for b in bases)
+                if o is not None]
+    for o in outcomes:
+        o.time = median_time(o.gm, ctx.example_inputs)
+    best = min(outcomes, key=(lambda o: o.time) if tolerance is not None else (lambda o: o.error), default=None)
+    if best is None:
         report.notes.append("no selection within the tolerance: the program is unchanged")
+        final, final_err, chosen = program, 0.0, {}
+    else:
+        final, final_err, chosen = best.program, best.error, best.chosen
+        if len(bases) > 1:
+            report.notes.append("bases measured: " + "; ".join(
+                f"{o.base.label} {o.time * 1e3:.2f} ms, error {o.error:.4g}" for o in outcomes)
+                + f" — kept {best.base.label}")
     new = final.copy()
     new.sites = {}
-    ctx.cache["selection"] = {n: m.option for n, m in chosen.items()}
-    report.changed = bool(chosen)
-    saved = sum(dense[n] - m.time for n, m in chosen.items())
+    selection = {n: m.option for n, m in chosen.items()}
+    if best is not None and best.base.marker is not None:
+        selection[PROGRAM] = best.base.marker
+    ctx.cache["selection"] = selection
+    report.changed = bool(selection)
+    on = best.base if best is not None else bases[0]
+    saved = base_time - (best.time if best is not None else base_time)
     report.notes.append(
-        f"{len(chosen)} of {len(sites)} site(s) approximated; held-out {cal.metric.name} error {final_err:.4g} "
-        f"(tolerance {tolerance}); predicted time saved {saved * 1e3:.2f} ms of {base_time * 1e3:.2f} ms")
+        f"{len(chosen)} of {len(sites)} site(s) approximated"
+        f"{f' ({on.label} base)' if on.marker is not None else ''}; held-out {cal.metric.name} error "
+        f"{final_err:.4g} (tolerance {tolerance}); measured time {base_time * 1e3:.2f} ms -> "
+        f"{(base_time - saved) * 1e3:.2f} ms")
     report.details.update({
-        "metric": cal.metric.name, "tolerance": tolerance, "target_speedup": target,
-        "held_out_error": final_err, "base_time_s": base_time, "predicted_saving_s": saved, "rounds": rounds,
-        "heal_loss": healed_curve[-1:] if healed_curve else None,
-        "layers": [_row(n, dense[n], measured[n], chosen.get(n)) for n in measured]})
+        "metric": cal.metric.name, "tolerance": tolerance, "target_speedup": target, "base": on.label,
+        "held_out_error": final_err, "base_time_s": base_time, "time_s": base_time - saved,
+        "predicted_saving_s": best.predicted_saving(base_time) if best is not None else 0.0,
+        "rounds": [r for o in outcomes for r in o.rounds],
+        "heal_loss": best.healed_curve[-1:] if best is not None and best.healed_curve else None,
+        "layers": [_row(n, on.dense.get(n, dense[n]), on.measured.get(n, measured[n]), chosen.get(n))
+                   for n in measured]})
     return new, report
 
 
@@ -284,18 +417,27 @@ def _apply_fixed(program: Program, ctx: PassContext, fixed: dict[str, Option], r
     options, the same trainable factors, no new measurement."""
     from tcomp.candidates import find_sites
 
+    from .precision import throughout
+
     sites = program.sites or find_sites(program)
-    missing = set(fixed) - set(sites)
+    marker = fixed.get(PROGRAM)
+    per_site = {n: o for n, o in fixed.items() if n != PROGRAM}
+    missing = set(per_site) - set(sites)
     if missing:
         raise ValueError(f"the earlier selection names sites this program does not have: {sorted(missing)}")
     with_sites = program.copy()
     with_sites.sites = sites
-    chosen = {n: Measured(o, 0.0, 0.0, 0.0) for n, o in fixed.items()}
+    if marker is not None:
+        with_sites = throughout(with_sites, marker.dtype, ctx.example_inputs)
+        if with_sites is None:
+            raise ValueError(f"the earlier selection ran the program {marker.name}; this one cannot run so")
+    chosen = {n: Measured(o, 0.0, 0.0, 0.0) for n, o in per_site.items()}
     new = apply_selection(with_sites, chosen, ctx.example_inputs).copy()
     new.sites = {}
     ctx.cache["selection"] = dict(fixed)
     report.changed = bool(fixed)
-    report.notes.append(f"re-applied the earlier selection to {len(fixed)} site(s) (no new measurement)")
+    report.notes.append(f"re-applied the earlier selection to {len(per_site)} site(s)"
+                        f"{f' ({marker.name})' if marker is not None else ''} (no new measurement)")
     return new, report
 
 

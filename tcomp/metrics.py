@@ -54,6 +54,10 @@ class Metric:
         """The quantity that sums over layers: error² for relative errors, the error itself otherwise."""
         return error * error if self.squared else error
 
+    def from_additive(self, additive: float) -> float:
+        """The error whose :meth:`additive` quantity is ``additive``."""
+        return additive ** 0.5 if self.squared else additive
+
     def budget(self, tolerance: float) -> float:
         return self.additive(tolerance)
 

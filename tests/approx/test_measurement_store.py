@@ -6,7 +6,7 @@ import copy
 import pytest
 import torch
 import torch.nn as nn
-from test_select import _batches, _flop_time
+from test_select import _batches, _flop_time, deterministic_layer_times
 
 import tcomp
 from tcomp.calibration import RESULTS, MeasurementStore, content_digest
@@ -36,7 +36,7 @@ def _compile(model, cal, calls):
         return _flop_time(ops, batch, training, repeats)
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr("tcomp.passes.select.time_ops", counted)
+        deterministic_layer_times(mp, counted)
         c = tcomp.compile(model, cal[0], tolerance=0.05, calibration=cal, structures=("svd",))
     select = next(p for p in c.report.passes if p.name == "select")
     return {r["site"]: r["chosen"] for r in select.details["layers"]}

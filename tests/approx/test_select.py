@@ -43,12 +43,21 @@ def _flop_time(ops, batch, training=False, repeats=9):
     return float(flops) * 1e-9 + 1e-6 * len(ops)
 
 
+def deterministic_layer_times(mp, time_fn=_flop_time):
+    """Make the select pass time sites with ``time_fn`` (ops, batch, ...) instead of measuring: the absolute times
+    and the option-against-dense ratios alike."""
+    mp.setattr("tcomp.passes.select.time_ops", time_fn)
+    mp.setattr("tcomp.passes.select.time_against",
+               lambda ops, reference, batch, training=False, rounds=9:
+               time_fn(ops, batch, training) / time_fn(reference, batch, training))
+
+
 @pytest.fixture(scope="module")
 def lowrank_compiled():
     model = LowRankMLP().eval()
     cal = _batches(5, 512, 1024)
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr("tcomp.passes.select.time_ops", _flop_time)
+        deterministic_layer_times(mp)
         compiled = tcomp.compile(model, cal[0], tolerance=0.05, calibration=cal, structures=("asvd",))
     return model, compiled
 
@@ -86,7 +95,7 @@ def test_nothing_worth_factoring_comes_back_unchanged():
 
 
 def test_heal_reduces_the_error(monkeypatch):
-    monkeypatch.setattr("tcomp.passes.select.time_ops", _flop_time)
+    deterministic_layer_times(monkeypatch)
     model = LowRankMLP(d=256, rank=64, seed=3).eval()
     cal = _batches(4, 256, 256)
     cfg = tcomp.HealConfig(steps=60, lr=1e-3, progress=False, budget_factor=1.0)
@@ -150,7 +159,7 @@ def _with_fc1_in_bf16(model, cal):
     from tcomp.passes.select import Measured, apply_selection
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr("tcomp.passes.select.time_ops", _flop_time)
+        deterministic_layer_times(mp)
         captured = {}
 
         def keep(program, chosen, example):

@@ -1,0 +1,170 @@
+"""A program in reduced precision throughout (passes.precision.throughout) and the selection that weighs it as a
+base: every floating activation in bf16 with float32 master weights, outputs cast back, re-applied on
+recompilation; refused where an op cannot take bf16 inputs with float32 weights."""
+import pytest
+import torch
+import torch.nn as nn
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from test_select import deterministic_layer_times
+
+import tcomp
+from tcomp.capture import capture
+from tcomp.emit import emit
+from tcomp.ir import Call, Network, Pointwise
+from tcomp.lower import lower
+from tcomp.passes.precision import throughout
+
+
+class TinyEncoder(nn.Module):
+    """Embedding, LayerNorm, an MLP block with a residual and a mean: a transformer's float32 islands in small."""
+
+    def __init__(self, vocab=100, d=64, seq=16):
+        super().__init__()
+        self.emb, self.ln = nn.Embedding(vocab, d), nn.LayerNorm(d)
+        self.fc1, self.fc2 = nn.Linear(d, 4 * d), nn.Linear(4 * d, d)
+        self.pos = nn.Parameter(torch.randn(seq, d) / 4)
+
+    def forward(self, ids):
+        h = self.ln(self.emb(ids) + self.pos)
+        h = h + self.fc2(torch.nn.functional.gelu(self.fc1(h)))
+        return self.ln(h).mean(1)
+
+
+class ConvHead(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv, self.fc = nn.Conv2d(3, 8, 3), nn.Linear(8, 4)
+
+    def forward(self, x):
+        return self.fc(self.conv(x).mean((2, 3)))
+
+
+def _modules(program):
+    return {op.target: op.module for op in program.ops if isinstance(op, Call) and op.kind == "module"}
+
+
+def _relative(a, b):
+    return ((a - b).norm() / b.norm()).item()
+
+
+def test_every_floating_activation_runs_in_bf16_and_the_output_comes_back_float32():
+    model = TinyEncoder().eval()
+    ids = torch.randint(0, 100, (4, 16))
+    program = throughout(lower(capture(model, (ids,)), "tiny"), torch.bfloat16, (ids,))
+    assert program is not None
+    floating = [op.out for op in program.ops if op.out.is_tensor and op.out.dtype.is_floating_point]
+    assert floating[-1].dtype == torch.float32                      # the output, cast back
+    users = program.users()
+    made_f32 = [v for v in floating[:-1] if v.dtype == torch.float32]
+    assert [v.name for v in made_f32] == ["emb"]                    # the embedding lookup, cast where it is made:
+    assert all(isinstance(u, Pointwise) and u.fn == "to" for u in users[id(made_f32[0])])  # no float32 island
+    assert all(op.compute_dtype == torch.bfloat16 for op in program.ops if isinstance(op, Network))
+    assert all(v.dtype == torch.float32 for v in program.constants.values() if v.dtype.is_floating_point)
+    with torch.no_grad():
+        out, ref = emit(program, _modules(program))(ids), model(ids)
+    assert out.dtype == torch.float32
+    assert 0 < _relative(out, ref) < 3e-2  # bf16 rounding, and not float32 after all
+
+
+def test_a_convolution_module_with_float32_weights_refuses_it():
+    model = ConvHead().eval()
+    x = torch.randn(2, 3, 8, 8)
+    assert throughout(lower(capture(model, (x,)), "conv"), torch.bfloat16, (x,)) is None
+
+
+class _CountOps(TorchDispatchMode):
+    """The elements the aten ops write, a bf16 one at half the price of a float32 one."""
+
+    def __init__(self):
+        super().__init__()
+        self.cost = 0.0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        if isinstance(out, torch.Tensor) and out.dtype.is_floating_point:
+            self.cost += out.numel() * (0.5 if out.dtype == torch.bfloat16 else 1.0)
+        return out
+
+
+def _op_cost_time(fn, args, repeats=5):
+    """A deterministic stand-in for a whole program's measured time: the elements its ops write, bf16 ones at half
+    price (one nanosecond per float32 element)."""
+    with torch.no_grad(), _CountOps() as counter:
+        fn(*args)
+    return counter.cost * 1e-9
+
+
+def _op_cost_time_ops(ops, batch, training=False, repeats=9):
+    """The same for a site's ops in isolation (tcomp.layertime.time_ops): FLOPs, bf16 ones at half price."""
+    from tcomp.plan import network_cost
+    from tcomp.symbolic import evaluate
+
+    return sum(float(evaluate(network_cost(op).flops, batch or 1)) * (0.5 if op.compute_dtype else 1.0) * 1e-9
+               for op in ops if isinstance(op, Network)) + 1e-6 * len(ops)
+
+
+@pytest.fixture
+def deterministic_times(monkeypatch):
+    monkeypatch.setattr("tcomp.passes.select.median_time", _op_cost_time)
+    deterministic_layer_times(monkeypatch, _op_cost_time_ops)
+    monkeypatch.setattr("tcomp.passes.precision.gemm_speedup", lambda dtype: 2.0)
+
+
+def test_the_selection_keeps_the_bf16_throughout_base_when_it_is_fastest_and_recompiles_with_it(deterministic_times):
+    model = TinyEncoder().eval()
+    g = torch.Generator().manual_seed(3)
+    cal = [torch.randint(0, 100, (8, 16), generator=g) for _ in range(4)]
+    compiled = tcomp.compile(model, cal[0], tolerance=0.05, calibration=cal, structures=("asvd",))
+    select = next(p for p in compiled.report.passes if p.name == "select")
+    assert select.details["base"] == "bf16 throughout", select.notes
+    assert any("bases measured" in n and "float32" in n for n in select.notes)
+    assert select.details["held_out_error"] <= 0.05
+    with torch.no_grad():
+        out = compiled(cal[3])
+    assert out.dtype == torch.float32 and 0 < _relative(out, model(cal[3])) <= 0.05
+    compiled.train()  # another mode: a recompilation, which re-applies the selection
+    with torch.no_grad():
+        again = compiled(cal[3])
+    compiled.eval()
+    assert again.dtype == torch.float32 and torch.allclose(again, out)
+    notes = [n for a in compiled._tcomp_artifacts for p in a.report.passes if p.name == "select" for n in p.notes]
+    assert any("re-applied" in n and "bf16 throughout" in n for n in notes)
+
+
+def test_a_model_that_cannot_run_in_bf16_throughout_is_selected_per_site(deterministic_times):
+    model = ConvHead().eval()
+    g = torch.Generator().manual_seed(4)
+    cal = [torch.randn(4, 3, 8, 8, generator=g) for _ in range(4)]
+    compiled = tcomp.compile(model, cal[0], tolerance=0.05, calibration=cal, structures=("asvd",))
+    select = next(p for p in compiled.report.passes if p.name == "select")
+    assert select.details["base"] == "float32"
+    assert any("bf16 throughout: not possible" in n for n in select.notes), select.notes
+    with torch.no_grad():
+        assert _relative(compiled(cal[3]), model(cal[3])) <= 0.05
+
+
+class OffsetAfter(nn.Module):
+    """fc1's result shifted by 100 and back before fc2: exact in float32, but bf16 holds 100 + h only in steps of
+    0.5 — harmless to fc1's result cast back to float32, ruinous once the bf16 flows into the shift."""
+
+    def __init__(self, d=64):
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(d, d), nn.Linear(d, d)
+
+    def forward(self, x):
+        return self.fc2((self.fc1(x) + 100.0) - 100.0)
+
+
+def test_a_precision_option_is_charged_for_the_ops_after_it_that_run_in_its_dtype(deterministic_times):
+    model = OffsetAfter().eval()
+    g = torch.Generator().manual_seed(5)
+    cal = [torch.randn(16, 64, generator=g) for _ in range(4)]
+    compiled = tcomp.compile(model, cal[0], tolerance=0.05, calibration=cal, structures=("asvd",))
+    select = next(p for p in compiled.report.passes if p.name == "select")
+    fc1 = next(r for r in select.details["layers"] if r["site"] == "fc1")
+    bf16 = next(o for o in fc1["options"] if o["name"] == "bf16")
+    assert bf16["sensitivity"] > 0.05  # the shift in bf16, not only fc1's rounding (about 4e-3)
+    assert "bf16" not in fc1["chosen"]
+    with torch.no_grad():
+        assert _relative(compiled(cal[3]), model(cal[3])) <= 0.05
