@@ -23,7 +23,7 @@ import torch.utils._pytree as pytree
 from .indices import canonical_names
 from .ir import ACC, Call, Network, Pointwise, Program, Value
 from .plan import ContractionPlan, PairStep, fused_bias
-from .runtime import CachedFunction, Compose, FoldedConstant
+from .runtime import CachedFunction, Compose, FoldedConstant, same_float_dtype
 from .symbolic import B, Size, prod
 
 
@@ -64,6 +64,7 @@ class _Emitter:
         self.kernels: list[tuple[str, tuple[str, ...]]] = []  # (equation, epilogue signature) of Triton steps
         self._epilogue_fused = False
         self._planned_layout: set[int] = set()  # ids of values whose strides a network plan chose (maybe permuted)
+        self.reduced = any(isinstance(op, Network) and op.compute_dtype is not None for op in program.ops)
 
     def run(self) -> fx.GraphModule:
         self.named_nodes: dict[str, fx.Node] = {}  # value name -> the node that holds it (for calibration)
@@ -118,13 +119,29 @@ class _Emitter:
                 all(isinstance(a, Value) and a.kind == "const" for a in op.args):
             self.attrs[op.target] = op.module
             return self._buffered(op.target, op.module, [a.data for a in op.args])
-        args, kwargs = self._args(op.args), self._args(op.kwargs)
+        args, kwargs = self._unified_args(op) if self.reduced else (self._args(op.args), self._args(op.kwargs))
         if op.kind == "module":
             self.attrs[op.target] = self.modules[op.target] if op.target in self.modules else op.module
             return self.graph.call_module(op.target, args, kwargs)
         if op.kind == "method":
             return self.graph.call_method(op.target, args, kwargs)
         return self.graph.call_function(op.target, args, kwargs)
+
+    def _unified_args(self, op: Call) -> tuple[Any, Any]:
+        """``op``'s arguments with its floating activations passed through :func:`same_float_dtype` when it reads
+        several: some Networks compute in a reduced dtype, and a call may meet their results and float32 ones."""
+        floats = list({id(v): v for v in op.inputs()
+                       if v.kind != "const" and v.is_tensor and v.dtype is not None and v.dtype.is_floating_point
+                       }.values())
+        if len(floats) < 2:
+            return self._args(op.args), self._args(op.kwargs)
+        unified = self.graph.call_function(same_float_dtype, tuple(self.node(v) for v in floats))
+        nodes = {id(v): self.graph.call_function(operator.getitem, (unified, k)) for k, v in enumerate(floats)}
+
+        def arg(a):
+            return (nodes.get(id(a)) or self.node(a)) if isinstance(a, Value) else a
+
+        return pytree.tree_map(arg, op.args), pytree.tree_map(arg, op.kwargs)
 
     # -- sizes -----------------------------------------------------------------------------------------------------
     def batch_node(self) -> fx.Node:

@@ -14,6 +14,8 @@ weight) is contracted once.
 :class:`Compose` builds the function of a rewrite applied to an already cached weight, so that two rewrites of one
 weight (fold a batch norm, then lay it out channels-last) make one cache of the original parameters, never a cache
 of a cache.
+
+:func:`same_float_dtype` — where reduced-precision results meet float32 ones at a call that needs one dtype.
 """
 from __future__ import annotations
 
@@ -115,6 +117,15 @@ class Compose:
 
     def __repr__(self) -> str:
         return f"{describe(self.outer)} ∘ {describe(self.inner)}"
+
+
+def same_float_dtype(*tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """``tensors`` cast to their promoted floating dtype where theirs differs (no-op when they agree). A program
+    with some Networks in bf16 calls this before a call that reads several floating activations: a bf16 query
+    projection meeting float32 key and value at ``scaled_dot_product_attention`` (which refuses mixed dtypes) runs
+    it in float32 — the dtype promotion that elementwise ops would have done."""
+    dtype = functools.reduce(torch.promote_types, (t.dtype for t in tensors))
+    return tuple(t if t.dtype == dtype else t.to(dtype) for t in tensors)
 
 
 def describe(fn: Callable | None) -> str:

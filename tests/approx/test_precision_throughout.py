@@ -168,3 +168,31 @@ def test_a_precision_option_is_charged_for_the_ops_after_it_that_run_in_its_dtyp
     assert "bf16" not in fc1["chosen"]
     with torch.no_grad():
         assert _relative(compiled(cal[3]), model(cal[3])) <= 0.05
+
+
+class Attention(nn.Module):
+    def __init__(self, d: int = 32):
+        super().__init__()
+        self.q, self.k, self.v = nn.Linear(d, d), nn.Linear(d, d), nn.Linear(d, d)
+
+    def forward(self, x):
+        return torch.nn.functional.scaled_dot_product_attention(self.q(x), self.k(x), self.v(x))
+
+
+def test_a_bf16_query_meets_float32_key_and_value_at_the_attention_call():
+    """scaled_dot_product_attention refuses mixed dtypes: the call's floating inputs are promoted to one dtype
+    (float32 here), as an elementwise op would (it failed MiniLM's compile when the query alone was measured in
+    bf16)."""
+    from tcomp.candidates import Option, find_sites
+    from tcomp.passes.select import Measured, apply_selection
+
+    model = Attention().eval()
+    x = torch.randn(4, 8, 32)
+    program = lower(capture(model, (x,)), "attention")
+    program.sites = find_sites(program)
+    query = Option("q", "precision", "bf16", dtype=torch.bfloat16)
+    mixed = apply_selection(program, {"q": Measured(query, 0.0, 0.0, 0.0)}, (x,))
+    with torch.no_grad():
+        out, ref = emit(mixed, _modules(mixed))(x), model(x)
+    assert out.dtype == torch.float32
+    assert 0 < _relative(out, ref) < 2e-2  # bf16 rounding of the query alone

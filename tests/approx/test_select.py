@@ -153,8 +153,8 @@ def test_target_speedup_mode():
         assert select.details["predicted_saving_s"] >= select.details["base_time_s"] * (1 - 1 / 1.5) * 0.999
 
 
-def _with_fc1_in_bf16(model, cal):
-    """The program the selection works on for ``model`` (calibrated on ``cal``), with site fc1 alone applied in
+def _with_site_in_bf16(model, cal, site="fc1"):
+    """The program the selection works on for ``model`` (calibrated on ``cal``), with ``site`` alone applied in
     bf16 (its dense option, no structure) and the new dtypes propagated."""
     from tcomp.passes.select import Measured, apply_selection
 
@@ -163,14 +163,15 @@ def _with_fc1_in_bf16(model, cal):
         captured = {}
 
         def keep(program, chosen, example):
-            captured.update(program=program, example=example)
+            captured.setdefault("program", program)
+            captured.setdefault("example", example)
             return apply_selection(program, chosen, example)
 
         mp.setattr("tcomp.passes.select.apply_selection", keep)
         tcomp.compile(model, cal[0], tolerance=0.5, calibration=cal, structures=("svd",))
     program = captured["program"]
-    option = next(o for o in program.sites["fc1"].options if o.dtype == torch.bfloat16 and "rank" not in o.name)
-    return apply_selection(program, {"fc1": Measured(option, 0.0, 0.0, 0.0)}, captured["example"])
+    option = next(o for o in program.sites[site].options if o.dtype == torch.bfloat16 and "rank" not in o.name)
+    return apply_selection(program, {site: Measured(option, 0.0, 0.0, 0.0)}, captured["example"])
 
 
 def test_a_bf16_layer_read_by_a_layer_kept_in_fp32():
@@ -180,7 +181,7 @@ def test_a_bf16_layer_read_by_a_layer_kept_in_fp32():
 
     model = LowRankMLP(d=64, rank=4).eval()
     cal = _batches(3, 16, 64)
-    gm = emit(_with_fc1_in_bf16(model, cal), {})
+    gm = emit(_with_site_in_bf16(model, cal), {})
     with torch.no_grad():
         out, ref = gm(cal[1]), model(cal[1])
     assert out.dtype == torch.float32
@@ -212,10 +213,11 @@ def test_a_bf16_layer_read_through_a_relabel_by_a_layer_kept_in_fp32():
 
     model = PermutedBetween().eval()
     cal = _batches(3, 16, 64)
-    mixed = _with_fc1_in_bf16(model, cal)
+    mixed = _with_site_in_bf16(model, cal)
     relabel = [op for op in mixed.ops if isinstance(op, Network) and len(op.operands) == 1]
     assert relabel and relabel[0].out.dtype == torch.bfloat16  # the recorded dtype follows the bf16 layer
     with torch.no_grad():
         out, ref = emit(mixed, {})(cal[1]), model(cal[1])
     assert out.dtype == torch.float32
     assert _relative(out, ref) < 2e-2  # bf16 rounding of one layer
+
