@@ -61,7 +61,7 @@ def run(program: Program, ctx: PassContext) -> tuple[Program, PassReport]:
         report.notes.append(f"{dtype} GEMMs are not faster here ({speedup:.2f}x a float32 GEMM): no options")
         return new, report
     sites = new.sites or find_sites(new)
-    short = str(dtype).replace("torch.", "").replace("bfloat16", "bf16").replace("float16", "fp16")
+    short = short_name(dtype)
     count = 0
     for name, site in sites.items():
         if site.kind not in ("linear", "network"):
@@ -77,48 +77,59 @@ def run(program: Program, ctx: PassContext) -> tuple[Program, PassReport]:
     return new, report
 
 
+def short_name(dtype: torch.dtype) -> str:
+    """``bf16``, ``fp16``: how options, notes and cast values name a reduced dtype."""
+    return {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype, str(dtype).replace("torch.", ""))
+
+
 def throughout(program: Program, dtype: torch.dtype, example_inputs: tuple) -> Program | None:
-    """``program`` computing in ``dtype`` throughout: every floating Network computes in it, every floating
-    activation made from no floating activation (a floating input, an embedding lookup, a slice of a weight) is
-    cast to it where it is made, and a pointwise op's floating constants are cast too, so that nothing promotes
-    back to float32; calls follow their inputs (a LayerNorm reads bf16 with its float32 weights) and the outputs are
-    cast back to their dtypes (:func:`tcomp.candidates.propagate_dtypes`). Weights stay float32 masters, cast once
-    per update. None when some op refuses the mixture (a convolution module with float32 weights on bf16 input)."""
+    """``program`` computing in ``dtype`` throughout: every float32 Network computes in it, every float32
+    activation made from no floating activation (a float input, an embedding lookup, a slice of a weight) is cast to
+    it once where it is made (for its readers; the program's outputs keep their values and dtypes), and a pointwise
+    op's float32 constants are cast (once each), so that nothing promotes back; calls follow their inputs (a
+    LayerNorm reads bf16 with its float32 weights), and what the program returns is cast back to its dtype
+    (:func:`tcomp.candidates.propagate_dtypes`). Weights stay float32 masters (Networks cast them once per update).
+    An explicit float32 cast in the model (``.float()``, ``softmax(..., dtype=torch.float32)``) still makes float32
+    after it: it is the model's own choice. None when the program cannot run so (a convolution module with float32
+    weights refuses bf16 input)."""
+    from .weights import Names
+
     new = program.copy()
     new.ops = []
-    mapping: dict[int, Value] = {}
-    floating: set[int] = set()       # ids of the floating activations of the new program
+    names = Names(program)
+    mapping: dict[int, Value] = {}   # a float32 source (input, constant, lookup) -> its cast, for readers
+    floating: set[int] = set()       # ids of the activations in ``dtype``
 
     def cast(v: Value) -> Value:
-        short = str(dtype).replace("torch.", "")
-        out = Value(f"{v.name}_{short}", v.shape, dtype)
-        new.ops.append(Pointwise(out, "to", torch.Tensor.to, (v, dtype)))
-        floating.add(id(out))
-        return out
+        if id(v) not in mapping:
+            out = dataclasses.replace(v, name=names.fresh(f"{v.name}_{short_name(dtype)}"), dtype=dtype, kind="op",
+                                      data=None, trainable=False)
+            new.ops.append(Pointwise(out, "to", torch.Tensor.to, (v, dtype)))
+            floating.add(id(out))
+            mapping[id(v)] = out
+        return mapping[id(v)]
 
-    def is_float(v: Value) -> bool:
-        return v.is_tensor and v.dtype is not None and v.dtype.is_floating_point
+    def is_f32(v: Value) -> bool:
+        return v.is_tensor and v.dtype == torch.float32
 
     for v in program.inputs:
-        if is_float(v):
-            mapping[id(v)] = cast(v)
+        if is_f32(v):
+            cast(v)
     for op in program.ops:
-        op = substitute_inputs(op, mapping) if mapping else op
-        reads_float = any(id(v) in floating for v in op.inputs())
         if isinstance(op, Pointwise):
-            consts = {id(v): cast(v) for v in op.inputs() if v.kind == "const" and is_float(v)}
-            op = substitute_inputs(op, consts) if consts else op
-        if isinstance(op, Network) and is_float(op.out):
+            for v in op.inputs():
+                if v.kind == "const" and is_f32(v):
+                    cast(v)
+        op = substitute_inputs(op, mapping) if mapping else op
+        if isinstance(op, Network) and is_f32(op.out):
             op = with_dtype(op, dtype)
         new.ops.append(op)
-        if not is_float(op.out):
+        if not (op.out.is_tensor and op.out.dtype is not None and op.out.dtype.is_floating_point):
             continue
-        if reads_float or isinstance(op, Network):
+        if (isinstance(op, Network) and op.compute_dtype == dtype) or any(id(v) in floating for v in op.inputs()):
             floating.add(id(op.out))
-        else:
-            mapping[id(op.out)] = cast(op.out)
-    new.output = torch.utils._pytree.tree_map(lambda v: mapping.get(id(v), v) if isinstance(v, Value) else v,
-                                              new.output)
+        elif is_f32(op.out):
+            cast(op.out)
     try:
         new.check()
         return propagate_dtypes(new, example_inputs)

@@ -3,10 +3,12 @@
 Every site (a linear layer, a convolution, any network for precision) has options proposed by the structured,
 precision and tucker passes, plus its dense original. For each option the pass measures
 
-- its **time**: the option's ops planned and run alone on inputs of the site's shape (:mod:`tcomp.layertime`,
-  cached); an option that is not faster than the dense site is dropped (FLOPs mislead);
+- its **time**: the option's ops planned and run on inputs of the site's shape in turns with the dense site, as a
+  ratio (:func:`tcomp.layertime.time_against`, cached) times the site's fastest dense time; an option that is not
+  faster than the dense site is dropped (FLOPs mislead);
 - its **sensitivity**: the end-to-end error of the model when that site alone takes that option, on the fit
-  calibration batches (:class:`tcomp.calibration.ProgramRunner` replaces the site's result).
+  calibration batches (:class:`tcomp.calibration.ProgramRunner` replaces the site's result), plus, for a reduced
+  dtype, what the ops after the site add by running in it too (:func:`_propagated_dtype_cost`).
 
 With ``tolerance`` it maximises the time saved subject to the summed sensitivities (in the metric's additive
 units: squared relative error, or cosine loss) staying within the budget; with ``target_speedup`` it minimises
@@ -16,11 +18,17 @@ the measured error is over the tolerance the budget is tightened (by the ratio o
 solved again. With ``heal``, the selection starts from a looser budget, the factors are distilled against the
 original model (:mod:`tcomp.heal`) and the *healed* error is what is verified.
 
-The report lists every site's choice with its parameters, local error, sensitivity and times, and the end-to-end
-error on the held-out batches (predicted and measured).
+The knapsack runs on two bases where it can: the float32 program, and the program in bf16 throughout
+(:func:`passes.precision.throughout`; per-Network bf16 leaves float32 islands — casts, norms and adds — that this
+avoids) with the structured bf16 options on top. Both outcomes are verified and timed in turns; the faster (with
+``target_speedup``: the more accurate) is kept.
+
+The report lists every site's choice with its parameters, local error, sensitivity and times, the base kept, and
+the end-to-end error on the held-out batches (predicted and measured, every round).
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 
@@ -136,35 +144,39 @@ def measure(program: Program, ctx: PassContext, cal: Calibration) -> tuple[dict[
                 found_rows.append((option, *found))
         runner.replace = {}
         dense[name] = time_ops([op], batch, training=ctx.training)
-        after = _downstream(program, ctx, cal, name, found_rows)
+        after = _propagated_dtype_cost(program, ctx, cal, site, found_rows)
         measured[name] = [Measured(o, ratio * dense[name], cal.metric.from_additive(add), add)
                           for (o, ratio, err) in found_rows
                           for add in [cal.metric.additive(err) + after.get(o.dtype, 0.0)]]
     return dense, measured
 
 
-def _downstream(program: Program, ctx: PassContext, cal: Calibration, name: str,
-                rows: list[tuple[Option, float, float]]) -> dict[torch.dtype, float]:
-    """Per reduced dtype taken at site ``name`` (``rows``: its measured options, ratio, cast-back error): the error (additive units) that the ops after the site add by
-    running in that dtype too. A sensitivity is measured with the site's result cast back to its dtype, but once
-    applied the dtype flows on — a bf16 projection makes the attention call, the norm and the activation after it
-    bf16 until a promotion (measured on ViT-tiny: seven bf16 sites with summed sensitivities of 5e-8 measured 0.018
-    together). So the site's plain dtype option is applied to the whole program, dtypes propagated, and run; what
-    it measures above the cast-back sensitivity is added to every option of that dtype at the site."""
+def _propagated_dtype_cost(program: Program, ctx: PassContext, cal: Calibration, site: Site,
+                           rows: list[tuple[Option, float, float]]) -> dict[torch.dtype, float]:
+    """Per reduced dtype of ``site``'s measured options (``rows``: option, time ratio, cast-back error): the error,
+    in additive units, that the ops after the site add by running in that dtype too.
+
+    A sensitivity is measured with the site's result cast back to its dtype, but once applied the dtype flows on: a
+    bf16 projection makes the attention call, the norm and the activation after it bf16 until a promotion (seen on
+    ViT-tiny: seven bf16 sites with summed sensitivities of 5e-8 measured 0.018 together). So the site's plain dtype
+    option is applied alone to the whole program, dtypes propagated, and run (whether or not it was measured
+    faster); what it measures above its cast-back error is charged to every option of that dtype at the site."""
     extra: dict[torch.dtype, float] = {}
     limit = min(SENSITIVITY_BATCHES, len(cal.fit))
-    for option, _, err in rows:
-        if option.dtype is None or option.factors is not None or option.dtype in extra:
+    cast_back = {o.dtype: err for o, _, err in rows if o.dtype is not None and o.factors is None}
+    for dtype in {o.dtype for o, _, _ in rows if o.dtype is not None}:
+        plain = next((o for o in site.options if o.dtype == dtype and o.factors is None), None)
+        if plain is None:
             continue
 
-        def propagated(option=option):
-            alone = apply_selection(program, {name: Measured(option, 0.0, 0.0, 0.0)}, ctx.example_inputs)
+        def propagated(plain=plain):
+            alone = apply_selection(program, {site.name: Measured(plain, 0.0, 0.0, 0.0)}, ctx.example_inputs)
             planned = _planned(alone, ctx)
             return cal.error(emit(planned, _modules(planned)), limit=limit)
 
-        whole = remembered(ctx, "option-propagated", name, option.name, program.example_batch, ctx.training,
+        whole = remembered(ctx, "option-propagated", site.name, plain.name, program.example_batch, ctx.training,
                            compute=propagated, persist=True)
-        extra[option.dtype] = max(0.0, cal.metric.additive(whole) - cal.metric.additive(err))
+        extra[dtype] = max(0.0, cal.metric.additive(whole) - cal.metric.additive(cast_back.get(dtype, 0.0)))
     return extra
 
 
@@ -242,9 +254,10 @@ def _with_bias(net: Network, bias):
 @dataclass
 class _Base:
     """What the knapsack's choices apply to: the float32 program as traced, or the program in a reduced precision
-    throughout (:func:`passes.precision.throughout`) with ``fixed`` (every site's plain precision option) applied.
-    ``dense``/``measured``: each site's time as it runs in the base and the options it may take on top;
-    ``additive``: the base's own error in budget units; ``marker``: the program-level option, None for float32."""
+    throughout (:func:`passes.precision.throughout`). ``dense``/``measured``: each site's time as it runs in the
+    base and the options it may take on top (their ``additive`` the error they add to the base's); ``additive``:
+    the base's own error in budget units; ``fixed``: the sites' plain precision options the base amounts to (for
+    the report); ``marker``: the program-level option, None for float32."""
 
     label: str
     program: Program
@@ -258,89 +271,129 @@ class _Base:
 
 @dataclass
 class _Outcome:
+    """A selection on one base, verified within the tolerance (or, with ``target_speedup``, saving enough)."""
+
     base: _Base
     program: Program
-    chosen: dict[str, Measured]      # every site's option: the base's fixed ones and the knapsack's on top
-    on_top: dict[str, Measured]      # the knapsack's
-    error: float
-    rounds: list
+    on_top: dict[str, Measured]      # the knapsack's choices, applied to the base's program
+    error: float                     # on the held-out batches
     healed_curve: list
     gm: object
-    time: float = 0.0                # measured, end to end
+    healed: list = field(default_factory=list)  # (parameter, its healed value): healing changes them in place
+    time: float = 0.0                # measured end to end, in turns with the other outcomes
+
+    @property
+    def chosen(self) -> dict[str, Measured]:
+        return {**self.base.fixed, **self.on_top}
 
     def predicted_saving(self, fp32_time: float) -> float:
         return fp32_time - self.base.time + sum(self.base.dense[n] - m.time for n, m in self.on_top.items())
 
 
-def _precision_base(program: Program, ctx: PassContext, cal: Calibration, dense: dict[str, float],
-                    measured: dict[str, list[Measured]], dtype: torch.dtype, fp32_time: float) -> tuple[_Base | None, str]:
-    """The program in ``dtype`` throughout as a base, or None (and why) when it cannot run so or is not faster."""
-    from .precision import throughout
+class _Factors:
+    """The trainable factors that healing changes in place, as first seen (their projections): every base heals
+    from them, and the kept outcome's healed values are put back at the end (the options, and so their factors, are
+    shared by the bases)."""
 
-    label = f"{_short(dtype)} throughout"
-    fixed = {n: m for n, rows in measured.items() for m in rows
-             if m.option.dtype == dtype and m.option.kind == "precision" and m.option.factors is None}
+    def __init__(self):
+        self.initial: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def see(self, params: list[torch.Tensor]) -> None:
+        for p in params:
+            self.initial.setdefault(id(p), (p, p.detach().clone()))
+
+    def reset(self) -> None:
+        self.restore(list(self.initial.values()))
+
+    @staticmethod
+    def restore(values: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+        with torch.no_grad():
+            for p, v in values:
+                p.copy_(v)
+
+
+def _times_in_turns(gms: list, args: tuple) -> list[float]:
+    """Median seconds per call of each program, run in turns (so a load change on the machine hits them alike)."""
+    from tcomp.bench import time_round_robin
+
+    with torch.no_grad():
+        for gm in gms:
+            gm(*args)
+        t = time_round_robin({str(k): (lambda gm=gm: gm(*args)) for k, gm in enumerate(gms)}, rounds=5, per_round=1)
+    return [t[str(k)] for k in range(len(gms))]
+
+
+def _precision_base(program: Program, ctx: PassContext, cal: Calibration, dense: dict[str, float],
+                    measured: dict[str, list[Measured]], dtype: torch.dtype, fp32_gm) -> tuple[_Base | None, str]:
+    """The program in ``dtype`` throughout as a base, or None (and why) when it cannot run so or is not faster.
+    Each site's plain ``dtype`` option is its dense there (a site whose plain option was not measured faster keeps
+    its float32 time); its structured ``dtype`` options go on top, charged what they add to the plain one."""
+    from .precision import short_name, throughout
+
+    label = f"{short_name(dtype)} throughout"
     whole = throughout(program, dtype, ctx.example_inputs)
     if whole is None:
-        return None, f"{label}: not possible (an op refuses {dtype} inputs with float32 weights)"
+        return None, f"{label}: not possible (the program does not run in {dtype} throughout)"
     try:
-        whole = apply_selection(whole, fixed, ctx.example_inputs)
         planned = _planned(whole, ctx)
         gm = emit(planned, _modules(planned))
-        t = median_time(gm, ctx.example_inputs)
+        fp32_time, t = _times_in_turns([fp32_gm, gm], ctx.example_inputs)
         err = cal.error(gm, limit=min(SENSITIVITY_BATCHES, len(cal.fit)))
     except (RuntimeError, TypeError, ValueError) as e:
         return None, f"{label}: not possible ({type(e).__name__}: {str(e).splitlines()[0][:120]})"
     note = f"{label}: {t * 1e3:.2f} ms against {fp32_time * 1e3:.2f} ms float32, {cal.metric.name} error {err:.3g}"
     if t >= fp32_time * 0.97:
         return None, note + ": not faster, not a base"
-    on_top = {n: [m for m in measured[n] if m.option.dtype == dtype and m.option.factors is not None]
-              for n in fixed}
-    base = _Base(label, whole, t, {n: m.time for n, m in fixed.items()}, on_top, cal.metric.additive(err), fixed,
+    fixed = {n: m for n, rows in measured.items() for m in rows
+             if m.option.dtype == dtype and m.option.factors is None}
+    base_dense = {n: fixed[n].time if n in fixed else dense[n] for n in measured}
+    on_top = {n: [dataclasses.replace(m, additive=max(0.0, m.additive - (fixed[n].additive if n in fixed else 0.0)))
+                  for m in rows if m.option.dtype == dtype and m.option.factors is not None
+                  and m.time < base_dense[n] * 0.97]
+              for n, rows in measured.items()}
+    base = _Base(label, whole, t, base_dense, on_top, cal.metric.additive(err), fixed,
                  Option(PROGRAM, "precision", label, dtype=dtype))
     return base, note + ": a base for the selection"
 
 
-def _short(dtype: torch.dtype) -> str:
-    return {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype, str(dtype).replace("torch.", ""))
-
-
 def _rounds(base: _Base, ctx: PassContext, cal: Calibration, budget: float | None, required: float | None,
-            fp32_time: float, base_gm) -> _Outcome | None:
+            fp32_time: float, base_gm, factors: _Factors) -> tuple[_Outcome | None, list[dict]]:
     """Solve the knapsack on ``base``, apply, verify on the held-out batches, tighten and solve again until within
-    the tolerance (at most MAX_ROUNDS); None when no round is."""
+    the tolerance (at most MAX_ROUNDS): the outcome (None when no round is) and every round's figures."""
     tolerance = ctx.options.get("tolerance")
     heal_config = ctx.options.get("heal")
     if budget is not None:
         budget -= base.additive
     if required is not None:
         required -= fp32_time - base.time
+    factors.reset()
     rounds = []
     for _ in range(MAX_ROUNDS):
         room = (budget is not None and budget > 0) or (required is not None and required > 0)
         chosen = solve(base.dense, base.measured, budget, required) if room else {}
-        if not chosen and base.marker is None:
-            return None
-        everything = {**base.fixed, **chosen}
-        candidate = apply_selection(base.program, everything, ctx.example_inputs)
+        if not chosen and (base.marker is None or (required is not None and required > 0)):
+            return None, rounds  # nothing fits (or, for a target, the base alone does not reach it)
+        candidate = apply_selection(base.program, chosen, ctx.example_inputs)
         planned = _planned(candidate, ctx)
         gm = emit(planned, _modules(planned))
-        healed_curve = []
+        healed_curve, healed = [], []
         if heal_config is not None and chosen:
             from tcomp.heal import heal
 
             params = [v.data for n, v in planned.constants.items() if n.startswith("tcomp.")]
+            factors.see(params)
             healed_curve = heal(gm, params, cal, base_gm, list(chosen), heal_config)
+            healed = [(p, p.detach().clone()) for p in params]
         err = cal.error(gm, held_out=True)
         predicted = base.additive + sum(m.additive for m in chosen.values())
         rounds.append({"base": base.label, "budget": budget, "required_saving_s": required, "chosen": len(chosen),
                        "predicted": predicted, "measured": cal.metric.additive(err)})
         if tolerance is None or err <= tolerance:
-            return _Outcome(base, candidate, everything, chosen, err, rounds, healed_curve, gm)
+            return _Outcome(base, candidate, chosen, err, healed_curve, gm, healed), rounds
         if budget is None or not chosen:
-            return None
+            return None, rounds
         budget *= min(0.7, 0.9 * cal.metric.budget(tolerance) / max(cal.metric.additive(err), 1e-30))
-    return None
+    return None, rounds
 
 
 def run(program: Program, ctx: PassContext) -> tuple[Program, PassReport]:
@@ -369,46 +422,53 @@ def run(program: Program, ctx: PassContext) -> tuple[Program, PassReport]:
     bases = [_Base("float32", program, base_time, dense, measured)]
     for dtype in sorted({m.option.dtype for rows in measured.values() for m in rows if m.option.dtype is not None},
                         key=str):
-        alt, note = _precision_base(program, ctx, cal, dense, measured, dtype, base_time)
+        alt, note = _precision_base(program, ctx, cal, dense, measured, dtype, base_gm)
         report.notes.append(note)
         if alt is not None:
             bases.append(alt)
-    outcomes = [o for o in (_rounds(b, ctx, cal, budget, required, base_time, base_gm) for b in bases)
-                if o is not None]
-    for o in outcomes:
-        o.time = median_time(o.gm, ctx.example_inputs)
+    factors = _Factors()
+    outcomes, rounds = [], []
+    for b in bases:
+        outcome, tried = _rounds(b, ctx, cal, budget, required, base_time, base_gm, factors)
+        rounds += tried
+        if outcome is not None:
+            outcomes.append(outcome)
+    if outcomes:
+        base_time, *times = _times_in_turns([base_gm] + [o.gm for o in outcomes], ctx.example_inputs)
+        for o, t in zip(outcomes, times):
+            o.time = t
     best = min(outcomes, key=(lambda o: o.time) if tolerance is not None else (lambda o: o.error), default=None)
+    factors.reset()
     if best is None:
-        report.notes.append("no selection within the tolerance: the program is unchanged")
-        final, final_err, chosen = program, 0.0, {}
+        report.notes.append(("no selection within the tolerance" if tolerance is not None else
+                             f"no selection reaches {target}x") + ": the program is unchanged")
+        new, chosen, on = program.copy(), {}, bases[0]
     else:
-        final, final_err, chosen = best.program, best.error, best.chosen
+        _Factors.restore(best.healed)
+        new, chosen, on = best.program.copy(), best.chosen, best.base
         if len(bases) > 1:
-            report.notes.append("bases measured: " + "; ".join(
+            report.notes.append("bases measured in turns: " + "; ".join(
                 f"{o.base.label} {o.time * 1e3:.2f} ms, error {o.error:.4g}" for o in outcomes)
-                + f" — kept {best.base.label}")
-    new = final.copy()
+                + f" against float32 exact {base_time * 1e3:.2f} ms — kept {best.base.label}")
     new.sites = {}
-    selection = {n: m.option for n, m in chosen.items()}
+    selection = {n: m.option for n, m in best.on_top.items()} if best is not None else {}
     if best is not None and best.base.marker is not None:
         selection[PROGRAM] = best.base.marker
     ctx.cache["selection"] = selection
     report.changed = bool(selection)
-    on = best.base if best is not None else bases[0]
-    saved = base_time - (best.time if best is not None else base_time)
+    final_time = best.time if best is not None else base_time
+    what = (f"{len(chosen)} of {len(sites)} site(s) approximated" if on.marker is None else
+            f"the program in {on.label}, {len(best.on_top)} of {len(sites)} site(s) structured on top")
     report.notes.append(
-        f"{len(chosen)} of {len(sites)} site(s) approximated"
-        f"{f' ({on.label} base)' if on.marker is not None else ''}; held-out {cal.metric.name} error "
-        f"{final_err:.4g} (tolerance {tolerance}); measured time {base_time * 1e3:.2f} ms -> "
-        f"{(base_time - saved) * 1e3:.2f} ms")
+        f"{what}; held-out {cal.metric.name} error {best.error if best else 0.0:.4g} (tolerance {tolerance}); "
+        f"measured time {base_time * 1e3:.2f} ms -> {final_time * 1e3:.2f} ms")
     report.details.update({
         "metric": cal.metric.name, "tolerance": tolerance, "target_speedup": target, "base": on.label,
-        "held_out_error": final_err, "base_time_s": base_time, "time_s": base_time - saved,
+        "held_out_error": best.error if best else 0.0, "base_time_s": base_time, "time_s": final_time,
         "predicted_saving_s": best.predicted_saving(base_time) if best is not None else 0.0,
-        "rounds": [r for o in outcomes for r in o.rounds],
-        "heal_loss": best.healed_curve[-1:] if best is not None and best.healed_curve else None,
-        "layers": [_row(n, on.dense.get(n, dense[n]), on.measured.get(n, measured[n]), chosen.get(n))
-                   for n in measured]})
+        "rounds": rounds, "heal_loss": best.healed_curve[-1:] if best is not None and best.healed_curve else None,
+        "layers": [_row(n, on.dense.get(n, dense[n]), on.measured.get(n, measured[n]), chosen.get(n),
+                        "dense" if on.marker is None else on.label) for n in measured]})
     return new, report
 
 
@@ -441,8 +501,10 @@ def _apply_fixed(program: Program, ctx: PassContext, fixed: dict[str, Option], r
     return new, report
 
 
-def _row(name: str, dense_t: float, rows: list[Measured], chosen: Measured | None) -> dict:
-    return {"site": name, "dense_ms": dense_t * 1e3, "chosen": chosen.option.name if chosen else "dense",
+def _row(name: str, dense_t: float, rows: list[Measured], chosen: Measured | None, unchanged: str) -> dict:
+    """A site's line in the report; ``unchanged``: what a site without a choice runs as (its dense op, or the base
+    it runs in)."""
+    return {"site": name, "dense_ms": dense_t * 1e3, "chosen": chosen.option.name if chosen else unchanged,
             "params": chosen.option.num_params if chosen else None,
             "local_error": chosen.option.local_error if chosen else 0.0,
             "sensitivity": chosen.sensitivity if chosen else 0.0, "time_ms": (chosen.time if chosen else dense_t) * 1e3,

@@ -45,7 +45,9 @@ def _flop_time(ops, batch, training=False, repeats=9):
 
 def deterministic_layer_times(mp, time_fn=_flop_time):
     """Make the select pass time sites with ``time_fn`` (ops, batch, ...) instead of measuring: the absolute times
-    and the option-against-dense ratios alike."""
+    and the option-against-dense ratios alike; and take the bf16 GEMM as 2× the float32 one, so the precision pass
+    offers bf16 whatever the machine's load."""
+    mp.setattr("tcomp.passes.precision.gemm_speedup", lambda dtype: 2.0)
     mp.setattr("tcomp.passes.select.time_ops", time_fn)
     mp.setattr("tcomp.passes.select.time_against",
                lambda ops, reference, batch, training=False, rounds=9:
