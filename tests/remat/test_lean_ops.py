@@ -290,7 +290,9 @@ def test_a_loss_inside_the_model_takes_its_log_softmax_backward_in_place():
 
 
 @pytest.mark.parametrize("build, inputs, budget", [
-    (small_gpt, (torch.randint(0, 2048, (4, 64)),), 0.8),
+    # the small GPT's smallest feasible budget moves with the token draw, from below 0.8 to 0.91 of eager's peak
+    # (seeds 0-3; 0.8 was proven infeasible on some draws): this test is about equal steps, not the budget
+    (small_gpt, (torch.randint(0, 2048, (4, 64)),), 0.92),
     (lambda: WithNextTokenLoss(small_gpt()), (torch.randint(0, 2048, (4, 64)),), 0.7),
     (stem_net, (torch.randn(8, 3, 64, 64),), 0.8),
 ])
