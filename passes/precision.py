@@ -23,7 +23,7 @@ import time
 import torch
 
 from tcomp.candidates import Option, find_sites, propagate_dtypes, with_dtype
-from tcomp.ir import Network, Pointwise, Program, Value, substitute_inputs
+from tcomp.ir import Call, Network, Pointwise, Program, Value, is_pure, substitute_inputs
 from tcomp.passmanager import Pass, PassContext, PassReport
 
 NAME = "precision"
@@ -82,6 +82,15 @@ def short_name(dtype: torch.dtype) -> str:
     return {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype, str(dtype).replace("torch.", ""))
 
 
+def _explicit_cast(op) -> bool:
+    """Whether ``op`` is the model's own conversion to a floating dtype (``.float()``, ``.to(torch.float32)``)."""
+    if isinstance(op, Pointwise):
+        return op.fn == "to"
+    if isinstance(op, Call) and op.kind == "method":
+        return op.target in ("float", "double", "to", "type")
+    return False
+
+
 def throughout(program: Program, dtype: torch.dtype, example_inputs: tuple) -> Program | None:
     """``program`` computing in ``dtype`` throughout: every float32 Network computes in it, every float32
     activation made from no floating activation (a float input, an embedding lookup, a slice of a weight) is cast to
@@ -90,15 +99,18 @@ def throughout(program: Program, dtype: torch.dtype, example_inputs: tuple) -> P
     LayerNorm reads bf16 with its float32 weights), and what the program returns is cast back to its dtype
     (:func:`tcomp.candidates.propagate_dtypes`). Weights stay float32 masters (Networks cast them once per update).
     An explicit float32 cast in the model (``.float()``, ``softmax(..., dtype=torch.float32)``) still makes float32
-    after it: it is the model's own choice. None when the program cannot run so (a convolution module with float32
-    weights refuses bf16 input)."""
+    after it, and so does one made from an integer (positions turned into angles): it is the model's own choice.
+    None when the program cannot run so: an op writes in place (it would write into a cast copy), or an op refuses
+    bf16 input (a convolution module with float32 weights)."""
     from .weights import Names
 
+    if not all(is_pure(op) for op in program.ops):
+        return None
     new = program.copy()
     new.ops = []
     names = Names(program)
     mapping: dict[int, Value] = {}   # a float32 source (input, constant, lookup) -> its cast, for readers
-    floating: set[int] = set()       # ids of the activations in ``dtype``
+    floating: set[int] = set()       # ids of floating activations: in ``dtype``, or float32 by the model's own cast
 
     def cast(v: Value) -> Value:
         if id(v) not in mapping:
@@ -126,8 +138,9 @@ def throughout(program: Program, dtype: torch.dtype, example_inputs: tuple) -> P
         new.ops.append(op)
         if not (op.out.is_tensor and op.out.dtype is not None and op.out.dtype.is_floating_point):
             continue
-        if (isinstance(op, Network) and op.compute_dtype == dtype) or any(id(v) in floating for v in op.inputs()):
-            floating.add(id(op.out))
+        if (isinstance(op, Network) and op.compute_dtype == dtype) or _explicit_cast(op) or \
+                any(id(v) in floating for v in op.inputs()):
+            floating.add(id(op.out))  # what follows it takes its dtype from it
         elif is_f32(op.out):
             cast(op.out)
     try:

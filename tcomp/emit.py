@@ -21,7 +21,7 @@ import torch.nn as nn
 import torch.utils._pytree as pytree
 
 from .indices import canonical_names
-from .ir import ACC, Call, Network, Pointwise, Program, Value
+from .ir import ACC, Call, Network, Pointwise, Program, Value, is_pure
 from .plan import ContractionPlan, PairStep, fused_bias
 from .runtime import CachedFunction, Compose, FoldedConstant, same_float_dtype
 from .symbolic import B, Size, prod
@@ -45,6 +45,10 @@ def emit(program: Program, modules: dict[str, nn.Module], fold_buffers: bool = F
     gm.tcomp_nodes = {name: node.name for name, node in e.named_nodes.items()}
     gm.tcomp_kernels = list(dict.fromkeys(e.kernels))
     return gm
+
+
+_TAKES_LIKE = {"type_as", "expand_as", "view_as", "reshape_as", "to", "new_zeros", "new_ones", "new_empty",
+               "new_full", "new_tensor"}  # methods that read a second tensor for its dtype, shape or device
 
 
 class _Emitter:
@@ -133,7 +137,8 @@ class _Emitter:
         floats = list({id(v): v for v in op.inputs()
                        if v.kind != "const" and v.is_tensor and v.dtype is not None and v.dtype.is_floating_point
                        }.values())
-        if len(floats) < 2:
+        if len(floats) < 2 or not is_pure(op) or (op.kind == "method" and op.target in _TAKES_LIKE):
+            # a write in place must reach its destination, and a tensor passed for its dtype or shape keeps them
             return self._args(op.args), self._args(op.kwargs)
         unified = self.graph.call_function(same_float_dtype, tuple(self.node(v) for v in floats))
         nodes = {id(v): self.graph.call_function(operator.getitem, (unified, k)) for k, v in enumerate(floats)}

@@ -1,12 +1,13 @@
 """A program in reduced precision throughout (passes.precision.throughout) and the selection that weighs it as a
 base: every floating activation in bf16 with float32 master weights, outputs cast back, re-applied on
 recompilation; refused where an op cannot take bf16 inputs with float32 weights."""
+import warnings
+
 import pytest
 import torch
 import torch.nn as nn
-from torch.utils._python_dispatch import TorchDispatchMode
 
-from test_select import deterministic_layer_times
+from test_select import _op_cost_time, deterministic_layer_times
 
 import tcomp
 from tcomp.capture import capture
@@ -73,33 +74,6 @@ def test_a_convolution_module_with_float32_weights_refuses_it():
     assert throughout(lower(capture(model, (x,)), "conv"), torch.bfloat16, (x,)) is None
 
 
-class _CountOps(TorchDispatchMode):
-    """A cost of the aten ops run: 2·m·n·k for a matrix product, the elements written for anything else; a bf16
-    result at half the price of a float32 one."""
-
-    _PRODUCTS = {"mm": 0, "bmm": 0, "addmm": 1, "baddbmm": 1}  # op -> position of its left matrix
-
-    def __init__(self):
-        super().__init__()
-        self.cost = 0.0
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        if isinstance(out, torch.Tensor) and out.dtype.is_floating_point:
-            left = self._PRODUCTS.get(func._opname)
-            work = out.numel() * (2 * args[left].shape[-1] if left is not None else 1)
-            self.cost += work * (0.5 if out.dtype == torch.bfloat16 else 1.0)
-        return out
-
-
-def _op_cost_time(fn, args, repeats=5):
-    """A deterministic stand-in for a whole program's measured time: its ops' cost (:class:`_CountOps`), one
-    nanosecond per float32 unit."""
-    with torch.no_grad(), _CountOps() as counter:
-        fn(*args)
-    return counter.cost * 1e-9
-
-
 def _op_cost_time_ops(ops, batch, training=False, repeats=9):
     """The same for a site's ops in isolation (tcomp.layertime.time_ops), on the same scale."""
     from tcomp.layertime import _runnable, subprogram
@@ -109,9 +83,6 @@ def _op_cost_time_ops(ops, batch, training=False, repeats=9):
 
 @pytest.fixture
 def deterministic_times(monkeypatch):
-    monkeypatch.setattr("tcomp.passes.select.median_time", _op_cost_time)
-    monkeypatch.setattr("tcomp.passes.select._times_in_turns",
-                        lambda gms, args: [_op_cost_time(gm, args) for gm in gms])
     deterministic_layer_times(monkeypatch, _op_cost_time_ops)
 
 
@@ -236,3 +207,99 @@ def test_a_target_the_bf16_base_cannot_reach_is_not_claimed(deterministic_times)
         assert select.details["predicted_saving_s"] >= select.details["base_time_s"] * (1 - 1 / 50.0) * 0.999
     assert any(r["base"] == "bf16 throughout" for r in select.details["rounds"]) or \
         any("bf16 throughout" in n for n in select.notes)
+
+
+class WritesInPlace(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(8, 8)
+
+    def forward(self, x):
+        out = torch.zeros(x.shape[0], 8)
+        out[:, :4] = self.fc(x)[:, :4]
+        return out
+
+
+def test_a_program_that_writes_in_place_is_not_run_in_bf16_throughout():
+    """Its destination would be a cast copy: the write would be lost."""
+    model = WritesInPlace().eval()
+    x = torch.randn(3, 8)
+    assert throughout(lower(capture(model, (x,)), "writes"), torch.bfloat16, (x,)) is None
+
+
+class WrittenAfter(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(8, 8)
+
+    def forward(self, x):
+        out = self.fc(x)
+        out[:, :4] = x[:, :4] * 2
+        return out
+
+
+def test_a_write_in_place_into_a_bf16_result_reaches_it():
+    """A call that writes in place keeps its destination, whatever the dtypes it mixes."""
+    from tcomp.candidates import Option, find_sites
+    from tcomp.passes.select import Measured, apply_selection
+
+    model = WrittenAfter().eval()
+    x = torch.randn(3, 8)
+    program = lower(capture(model, (x,)), "written")
+    program.sites = find_sites(program)
+    (site,) = [n for n, s in program.sites.items() if s.kind == "linear"]
+    mixed = apply_selection(program, {site: Measured(Option(site, "precision", "bf16", dtype=torch.bfloat16),
+                                                     0.0, 0.0, 0.0)}, (x,))
+    assert any(isinstance(op, Network) and op.compute_dtype == torch.bfloat16 for op in mixed.ops)
+    with torch.no_grad():
+        out, ref = emit(mixed, _modules(mixed))(x), model(x)
+    assert torch.allclose(out[:, :4], ref[:, :4], rtol=1e-2, atol=1e-2)  # the write: 2x, not fc's values
+    assert 0 < _relative(out[:, 4:], ref[:, 4:]) < 2e-2
+
+
+class Decoder(nn.Module):
+    """A linear layer whose result is reshaped into a convolution module's input (a VAE decoder's shape)."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc, self.conv = nn.Linear(16, 3 * 8 * 8), nn.Conv2d(3, 4, 3)
+
+    def forward(self, z):
+        return self.conv(self.fc(z).view(-1, 3, 8, 8))
+
+
+def test_a_bf16_option_that_would_reach_a_convolution_module_is_dropped_not_fatal(deterministic_times):
+    model = Decoder().eval()
+    g = torch.Generator().manual_seed(8)
+    cal = [torch.randn(8, 16, generator=g) for _ in range(4)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", tcomp.TcompWarning)  # no fallback to eager
+        compiled = tcomp.compile(model, cal[0], tolerance=0.05, calibration=cal, structures=("asvd",))
+    select = next(p for p in compiled.report.passes if p.name == "select")
+    fc = next(r for r in select.details["layers"] if r["site"] == "fc")
+    assert not any("bf16" in o["name"] for o in fc["options"])
+    with torch.no_grad():
+        assert _relative(compiled(cal[3]), model(cal[3])) <= 0.05
+
+
+class Positions(nn.Module):
+    """Angles from integer positions, as rotary embeddings make them: the model casts the positions itself."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(16, 16)
+
+    def forward(self, x):
+        positions = torch.arange(x.shape[1]).float() * 1000.0
+        return self.fc(x) + torch.sin(positions)[None, :, None]
+
+
+def test_a_float_the_model_makes_from_integers_itself_stays_float32():
+    model = Positions().eval()
+    x = torch.randn(2, 300, 16)
+    program = throughout(lower(capture(model, (x,)), "positions"), torch.bfloat16, (x,))
+    made = next(op.out for op in program.ops if isinstance(op, Call) and op.target == "float")
+    assert made.dtype == torch.float32
+    assert not any(isinstance(op, Pointwise) and op.fn == "to" and op.args[0] is made for op in program.ops)
+    with torch.no_grad():  # positions up to 299 000: in bf16 they would round by up to 1 024
+        assert _relative(emit(program, _modules(program))(x), model(x)) < 2e-2

@@ -3,6 +3,7 @@ nothing worth factoring comes back unchanged, healing trains the factors, clear 
 import pytest
 import torch
 import torch.nn as nn
+from torch.utils._python_dispatch import TorchDispatchMode
 
 import tcomp
 from tcomp.ir import Network
@@ -43,11 +44,40 @@ def _flop_time(ops, batch, training=False, repeats=9):
     return float(flops) * 1e-9 + 1e-6 * len(ops)
 
 
+class _CountOps(TorchDispatchMode):
+    """A cost of the aten ops run: 2·m·n·k for a matrix product, the elements written for anything else; a bf16
+    result at half the price of a float32 one."""
+
+    _PRODUCTS = {"mm": 0, "bmm": 0, "addmm": 1, "baddbmm": 1}  # op -> position of its left matrix
+
+    def __init__(self):
+        super().__init__()
+        self.cost = 0.0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        if isinstance(out, torch.Tensor) and out.dtype.is_floating_point:
+            left = self._PRODUCTS.get(func._opname)
+            work = out.numel() * (2 * args[left].shape[-1] if left is not None else 1)
+            self.cost += work * (0.5 if out.dtype == torch.bfloat16 else 1.0)
+        return out
+
+
+def _op_cost_time(fn, args, repeats=5):
+    """A deterministic stand-in for a whole program's measured time: its ops' cost (:class:`_CountOps`), one
+    nanosecond per float32 unit."""
+    with torch.no_grad(), _CountOps() as counter:
+        fn(*args)
+    return counter.cost * 1e-9
+
+
 def deterministic_layer_times(mp, time_fn=_flop_time):
     """Make the select pass time sites with ``time_fn`` (ops, batch, ...) instead of measuring: the absolute times
-    and the option-against-dense ratios alike; and take the bf16 GEMM as 2× the float32 one, so the precision pass
-    offers bf16 whatever the machine's load."""
+    and the option-against-dense ratios alike; whole programs by their ops' cost (:func:`_op_cost_time`); and take
+    the bf16 GEMM as 2× the float32 one, so the precision pass offers bf16 whatever the machine's load."""
     mp.setattr("tcomp.passes.precision.gemm_speedup", lambda dtype: 2.0)
+    mp.setattr("tcomp.passes.select.median_time", _op_cost_time)
+    mp.setattr("tcomp.passes.select._times_in_turns", lambda gms, args: [_op_cost_time(gm, args) for gm in gms])
     mp.setattr("tcomp.passes.select.time_ops", time_fn)
     mp.setattr("tcomp.passes.select.time_against",
                lambda ops, reference, batch, training=False, rounds=9:
