@@ -48,7 +48,6 @@ from . import contraction_order
 NAME = "select"
 PROGRAM = "<program>"     # the selection's key for a program-level option (a precision throughout)
 MAX_ROUNDS = 6
-SENSITIVITY_BATCHES = 2
 
 
 @dataclass
@@ -119,7 +118,6 @@ def measure(program: Program, ctx: PassContext, cal: Calibration) -> tuple[dict[
     dense: dict[str, float] = {}
     measured: dict[str, list[Measured]] = {}
     runner = ProgramRunner(gm)
-    limit = min(SENSITIVITY_BATCHES, len(cal.fit))
     for name, site in program.sites.items():
         if not site.options:
             continue
@@ -136,7 +134,7 @@ def measure(program: Program, ctx: PassContext, cal: Calibration) -> tuple[dict[
                     return None  # not faster here: never worth its error
                 fn, names = _isolated_module(ops, batch, op.out.dtype)
                 runner.replace = {gm.tcomp_nodes[name]: (fn, [gm.tcomp_nodes[n] for n in names])}
-                return ratio, cal.error(runner, limit=limit)
+                return ratio, cal.sensitivity_error(runner)
 
             found = remembered(ctx, "option", name, option.name, batch, ctx.training, compute=ratio_and_error,
                                persist=True)
@@ -164,7 +162,6 @@ def _propagated_dtype_cost(program: Program, ctx: PassContext, cal: Calibration,
     option is applied alone to the whole program, dtypes propagated, and run (whether or not it was measured
     faster); what it measures above its cast-back error is charged to every option of that dtype at the site."""
     extra: dict[torch.dtype, float] = {}
-    limit = min(SENSITIVITY_BATCHES, len(cal.fit))
     cast_back = {o.dtype: err for o, _, err in rows if o.dtype is not None and o.factors is None}
     for dtype in {o.dtype for o, _, _ in rows if o.dtype is not None}:
         plain = next((o for o in site.options if o.dtype == dtype and o.factors is None), None)
@@ -175,7 +172,7 @@ def _propagated_dtype_cost(program: Program, ctx: PassContext, cal: Calibration,
             try:
                 alone = apply_selection(program, {site.name: Measured(plain, 0.0, 0.0, 0.0)}, ctx.example_inputs)
                 planned = _planned(alone, ctx)
-                return cal.error(emit(planned, _modules(planned)), limit=limit)
+                return cal.sensitivity_error(emit(planned, _modules(planned)))
             except (RuntimeError, TypeError, ValueError):
                 return None
 
@@ -345,7 +342,7 @@ def _precision_base(program: Program, ctx: PassContext, cal: Calibration, dense:
         planned = _planned(whole, ctx)
         gm = emit(planned, _modules(planned))
         t32, t = _times_in_turns([fp32_gm, gm], ctx.example_inputs)
-        err = cal.error(gm, limit=min(SENSITIVITY_BATCHES, len(cal.fit)))
+        err = cal.sensitivity_error(gm)
     except (RuntimeError, TypeError, ValueError) as e:
         return None, f"{label}: not possible ({type(e).__name__}: {str(e).splitlines()[0][:120]})"
     note = f"{label}: {t * 1e3:.2f} ms against {t32 * 1e3:.2f} ms float32 in turns, {cal.metric.name} error {err:.3g}"

@@ -8,6 +8,6 @@ from .capture import CaptureError
 from .heal import HealConfig
 from .passmanager import VerificationError
 
-__version__ = "0.1.0"
+__version__ = "0.1.1"
 __all__ = ["compile", "CompiledModule", "CaptureError", "HealConfig", "TcompWarning",
            "VerificationError", "__version__"]

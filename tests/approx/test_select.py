@@ -253,3 +253,28 @@ def test_a_bf16_layer_read_through_a_relabel_by_a_layer_kept_in_fp32():
     assert out.dtype == torch.float32
     assert _relative(out, ref) < 2e-2  # bf16 rounding of one layer
 
+
+
+class Head(nn.Module):
+    def __init__(self, d: int = 64):
+        super().__init__()
+        self.fc = nn.Linear(d, d)
+
+    def forward(self, x):
+        return self.fc(x)
+
+
+def test_a_factorization_is_judged_on_batches_it_was_not_fitted_to():
+    """Few rows per batch (a classifier head reading one token per image): an activation-aware SVD fitted to the
+    rows it is then judged on looks exact there (its rank exceeds their count) and is far off on others."""
+    model = Head().eval()
+    cal = _batches(6, 2, 64, seed=9)   # 2 rows a batch: rank 16 fits all the fit rows exactly
+    with pytest.MonkeyPatch.context() as mp:
+        deterministic_layer_times(mp)
+        compiled = tcomp.compile(model, cal[0], tolerance=0.05, calibration=cal, structures=("asvd",))
+    select = next(p for p in compiled.report.passes if p.name == "select")
+    (fc,) = select.details["layers"]
+    asvd = [o for o in fc["options"] if o["name"].startswith("asvd(rank=16)")]
+    assert asvd and all(o["sensitivity"] > 0.1 for o in asvd)  # not the ~0 of judging it on its own rows
+    with torch.no_grad():
+        assert _relative(compiled(cal[5]), model(cal[5])) <= 0.05
