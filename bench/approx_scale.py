@@ -60,7 +60,9 @@ def run_model(name: str, tolerances: list[float], batch: int, calibration_batche
         started = time.perf_counter()
         compiled = tcomp.compile(model, example, tolerance=tol, calibration=calibration, backend="eager")
         compile_s = time.perf_counter() - started
-        select = next(p for p in compiled.report.passes if p.name == "select")
+        select = next((p for p in compiled.report.passes if p.name == "select"), None)
+        if select is None:  # the compile fell back to eager (a TcompWarning says why)
+            raise SystemExit(f"tcomp fell back to eager at tolerance {tol}: {compiled.report.notes}")
         chosen = [r["chosen"] for r in select.details.get("layers", []) if r["chosen"] != "dense"]
         with torch.no_grad():
             times = time_round_robin({"eager": lambda: model(example), "tcomp": lambda: compiled(example)},

@@ -90,7 +90,9 @@ def main(argv=None) -> int:
         with torch.no_grad():
             times = time_round_robin({"eager": lambda: encoder(*example), "tcomp": lambda: compiled(*example)},
                                      rounds=a.rounds, per_round=2)
-        select = next(r for r in compiled.report.passes if r.name == "select")
+        select = next((r for r in compiled.report.passes if r.name == "select"), None)
+        if select is None:  # the compile fell back to eager (a TcompWarning says why)
+            raise SystemExit(f"tcomp fell back to eager at tolerance {tol}: {compiled.report.notes}")
         chosen = [row["chosen"] for row in select.details.get("layers", []) if row["chosen"] != "dense"]
         row = {"tolerance": tol, "heal": heal, "mean_cosine": cos.mean().item(), "min_cosine": cos.min().item(),
                "eager_ms": times["eager"] * 1e3, "tcomp_ms": times["tcomp"] * 1e3,
