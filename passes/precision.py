@@ -101,7 +101,9 @@ def throughout(program: Program, dtype: torch.dtype, example_inputs: tuple) -> P
     An explicit float32 cast in the model (``.float()``, ``softmax(..., dtype=torch.float32)``) still makes float32
     after it, and so does one made from an integer (positions turned into angles): it is the model's own choice.
     None when the program cannot run so: an op writes in place (it would write into a cast copy), or an op refuses
-    bf16 input (a convolution module with float32 weights)."""
+    bf16 input.
+    A convolution module reads its input cast to its weights' dtype (:mod:`tcomp.emit`), so a CNN's convolutions
+    stay float32 here."""
     from .weights import Names
 
     if not all(is_pure(op) for op in program.ops):

@@ -153,7 +153,7 @@ def _propagated_dtype_cost(program: Program, ctx: PassContext, cal: Calibration,
                            rows: list[tuple[Option, float, float]]) -> dict[torch.dtype, float | None]:
     """Per reduced dtype of ``site``'s measured options (``rows``: option, time ratio, cast-back error): the error,
     in additive units, that the ops after the site add by running in that dtype too; None when the program cannot
-    run with the site in that dtype (bf16 reaching a convolution module with float32 weights), and then the site's
+    run with the site in that dtype (an op that refuses the mixture), and then the site's
     options of that dtype are dropped.
 
     A sensitivity is measured with the site's result cast back to its dtype, but once applied the dtype flows on: a

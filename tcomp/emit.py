@@ -124,6 +124,13 @@ class _Emitter:
             self.attrs[op.target] = op.module
             return self._buffered(op.target, op.module, [a.data for a in op.args])
         args, kwargs = self._unified_args(op) if self.reduced else (self._args(op.args), self._args(op.kwargs))
+        if self.reduced and op.kind == "module" and isinstance(op.module, nn.modules.conv._ConvNd):
+            # a convolution module computes in its weights' dtype: a reduced-precision activation reaching it is
+            # cast to that (torch refuses the mixture), as a float32 Network casts its operands
+            dtype = op.module.weight.dtype
+            args = tuple(self.graph.call_method("to", (a, dtype))
+                         if isinstance(v, Value) and v.kind != "const" and v.is_tensor and v.dtype is not None
+                         and v.dtype.is_floating_point else a for v, a in zip(op.args, args))
         if op.kind == "module":
             self.attrs[op.target] = self.modules[op.target] if op.target in self.modules else op.module
             return self.graph.call_module(op.target, args, kwargs)
