@@ -239,16 +239,13 @@ def propagate_dtypes(program: Program, example_inputs: tuple) -> Program:
         new.ops[k] = op
     new.output = torch.utils._pytree.tree_map(lambda v: mapping.get(id(v), v) if isinstance(v, Value) else v,
                                               new.output)
-    used = {v.name for v in new.values()}
+    from tcomp.passes.weights import Names
+
+    names = Names(new)
     for v in {id(v): v for v in new.output_values()}.values():  # a value returned twice is cast once
         orig = next((d for old_id, d in before.items() if mapping.get(old_id, None) is v), before.get(id(v)))
         if orig is not None and v.dtype != orig:
-            name = base = f"{v.name}_{str(orig).replace('torch.', '')}"
-            k = 1
-            while name in used:
-                name, k = f"{base}_{k}", k + 1
-            used.add(name)
-            cast = Value(name, v.shape, orig)
+            cast = Value(names.fresh(f"{v.name}_{str(orig).replace('torch.', '')}"), v.shape, orig)
             new.ops.append(Pointwise(cast, "to", torch.Tensor.to, (v, orig)))
             new.output = torch.utils._pytree.tree_map(lambda x: cast if x is v else x, new.output)
     return new

@@ -51,6 +51,12 @@ _TAKES_LIKE = {"type_as", "expand_as", "view_as", "reshape_as", "to", "new_zeros
                "new_full", "new_tensor"}  # methods that read a second tensor for its dtype, shape or device
 
 
+def _floating_activation(v: Any) -> bool:
+    """Whether ``v`` is a floating tensor computed by the program (not a constant)."""
+    return isinstance(v, Value) and v.kind != "const" and v.is_tensor and v.dtype is not None and \
+        v.dtype.is_floating_point
+
+
 class _Emitter:
     def __init__(self, program: Program, modules: dict[str, nn.Module], fold_buffers: bool = False,
                  dtypes_unknown: bool = False):
@@ -128,9 +134,8 @@ class _Emitter:
             # a convolution module computes in its weights' dtype: a reduced-precision activation reaching it is
             # cast to that (torch refuses the mixture), as a float32 Network casts its operands
             dtype = op.module.weight.dtype
-            args = tuple(self.graph.call_method("to", (a, dtype))
-                         if isinstance(v, Value) and v.kind != "const" and v.is_tensor and v.dtype is not None
-                         and v.dtype.is_floating_point else a for v, a in zip(op.args, args))
+            args = tuple(self.graph.call_method("to", (a, dtype)) if _floating_activation(v) else a
+                         for v, a in zip(op.args, args))
         if op.kind == "module":
             self.attrs[op.target] = self.modules[op.target] if op.target in self.modules else op.module
             return self.graph.call_module(op.target, args, kwargs)
@@ -141,9 +146,7 @@ class _Emitter:
     def _unified_args(self, op: Call) -> tuple[Any, Any]:
         """``op``'s arguments with its floating activations passed through :func:`same_float_dtype` when it reads
         several: some Networks compute in a reduced dtype, and a call may meet their results and float32 ones."""
-        floats = list({id(v): v for v in op.inputs()
-                       if v.kind != "const" and v.is_tensor and v.dtype is not None and v.dtype.is_floating_point
-                       }.values())
+        floats = list({id(v): v for v in op.inputs() if _floating_activation(v)}.values())
         if len(floats) < 2 or not is_pure(op) or (op.kind == "method" and op.target in _TAKES_LIKE):
             # a write in place must reach its destination, and a tensor passed for its dtype or shape keeps them
             return self._args(op.args), self._args(op.kwargs)

@@ -56,6 +56,20 @@ def _modules(program):
     return {op.target: op.module for op in program.ops if isinstance(op, Call) and op.kind == "module"}
 
 
+def _one_site_in_bf16(model, inputs: tuple, site: str | None = None):
+    """``model``'s lowered program with one site (``site``, else its only linear site) in bf16 — its plain
+    precision option applied, dtypes propagated — as the selection would apply it."""
+    from tcomp.candidates import Option, find_sites
+    from tcomp.passes.select import Measured, apply_selection
+
+    program = lower(capture(model, inputs), type(model).__name__.lower())
+    program.sites = find_sites(program)
+    if site is None:
+        (site,) = [n for n, s in program.sites.items() if s.kind == "linear"]
+    option = Option(site, "precision", "bf16", dtype=torch.bfloat16)
+    return apply_selection(program, {site: Measured(option, 0.0, 0.0, 0.0)}, inputs)
+
+
 def _relative(a, b):
     return ((a - b).norm() / b.norm()).item()
 
@@ -174,15 +188,9 @@ def test_a_bf16_query_meets_float32_key_and_value_at_the_attention_call():
     """scaled_dot_product_attention refuses mixed dtypes: the call's floating inputs are promoted to one dtype
     (float32 here), as an elementwise op would (it failed MiniLM's compile when the query alone was measured in
     bf16)."""
-    from tcomp.candidates import Option, find_sites
-    from tcomp.passes.select import Measured, apply_selection
-
     model = Attention().eval()
     x = torch.randn(4, 8, 32)
-    program = lower(capture(model, (x,)), "attention")
-    program.sites = find_sites(program)
-    query = Option("q", "precision", "bf16", dtype=torch.bfloat16)
-    mixed = apply_selection(program, {"q": Measured(query, 0.0, 0.0, 0.0)}, (x,))
+    mixed = _one_site_in_bf16(model, (x,), "q")
     with torch.no_grad():
         out, ref = emit(mixed, _modules(mixed))(x), model(x)
     assert out.dtype == torch.float32
@@ -245,16 +253,9 @@ class WrittenAfter(nn.Module):
 
 def test_a_write_in_place_into_a_bf16_result_reaches_it():
     """A call that writes in place keeps its destination, whatever the dtypes it mixes."""
-    from tcomp.candidates import Option, find_sites
-    from tcomp.passes.select import Measured, apply_selection
-
     model = WrittenAfter().eval()
     x = torch.randn(3, 8)
-    program = lower(capture(model, (x,)), "written")
-    program.sites = find_sites(program)
-    (site,) = [n for n, s in program.sites.items() if s.kind == "linear"]
-    mixed = apply_selection(program, {site: Measured(Option(site, "precision", "bf16", dtype=torch.bfloat16),
-                                                     0.0, 0.0, 0.0)}, (x,))
+    mixed = _one_site_in_bf16(model, (x,))
     assert any(isinstance(op, Network) and op.compute_dtype == torch.bfloat16 for op in mixed.ops)
     with torch.no_grad():
         out, ref = emit(mixed, _modules(mixed))(x), model(x)
@@ -276,16 +277,9 @@ class Decoder(nn.Module):
 def test_a_bf16_result_reaching_a_convolution_module_is_cast_to_its_weights_dtype(deterministic_times):
     """torch refuses a bf16 input to a convolution with float32 weights (it failed ResNet-50's compile, where two
     bf16 1×1 convolutions met at a residual add before the next 3×3 convolution)."""
-    from tcomp.candidates import Option, find_sites
-    from tcomp.passes.select import Measured, apply_selection
-
     model = Decoder().eval()
     z = torch.randn(8, 16)
-    program = lower(capture(model, (z,)), "decoder")
-    program.sites = find_sites(program)
-    (site,) = [n for n, s in program.sites.items() if s.kind == "linear"]
-    mixed = apply_selection(program, {site: Measured(Option(site, "precision", "bf16", dtype=torch.bfloat16),
-                                                     0.0, 0.0, 0.0)}, (z,))
+    mixed = _one_site_in_bf16(model, (z,))
     with torch.no_grad():
         out, ref = emit(mixed, _modules(mixed))(z), model(z)
     assert out.dtype == torch.float32 and 0 < _relative(out, ref) < 2e-2
