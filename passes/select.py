@@ -16,12 +16,15 @@ the summed sensitivity subject to saving enough time. Both are multiple-choice k
 OR-Tools CP-SAT. The chosen options are applied, the whole program is verified on the held-out batches, and when
 the measured error is over the tolerance the budget is tightened (by the ratio of the two) and the knapsack
 solved again. With ``heal``, the selection starts from a looser budget, the factors are distilled against the
-original model (:mod:`tcomp.heal`) and the *healed* error is what is verified.
+original model (:mod:`tcomp.heal`) and the *healed* error is what is verified (the healed factors are kept
+only where they lower the held-out error).
 
 The knapsack runs on two bases where it can: the float32 program, and the program in bf16 throughout
 (:func:`passes.precision.throughout`; per-Network bf16 leaves float32 islands — casts, norms and adds — that this
 avoids) with the structured bf16 options on top. Both outcomes are verified and timed in turns; the faster (with
-``target_speedup``: the more accurate) is kept.
+``target_speedup``: the more accurate) is kept. With ``heal``, whose training is most of a round's cost, the bases
+are tried in the order of what their first knapsack predicts (time; with ``target_speedup``: error), and a base
+is healed only when those before it found no selection.
 
 The report lists every site's choice with its parameters, local error, sensitivity and times, the base kept, and
 the end-to-end error on the held-out batches (predicted and measured, every round).
@@ -271,6 +274,24 @@ class _Base:
     fixed: dict[str, Measured] = field(default_factory=dict)
     marker: Option | None = None
 
+    def room(self, budget: float | None, required: float | None, fp32_time: float):
+        """The error budget and the time saving left for the sites on top of this base."""
+        return (None if budget is None else budget - self.additive,
+                None if required is None else required - (fp32_time - self.time))
+
+    def first_prediction(self, budget: float | None, required: float | None, fp32_time: float) -> tuple[float, float]:
+        """(time, additive error) that the knapsack's first choice on this base predicts; infinite when the base
+        alone spends more than the budget or cannot reach the required saving."""
+        budget, required = self.room(budget, required, fp32_time)
+        if budget is not None and budget < 0:
+            return float("inf"), float("inf")
+        open_ = (budget is not None and budget > 0) or (required is not None and required > 0)
+        chosen = solve(self.dense, self.measured, budget, required) if open_ else {}
+        if required is not None and required > 0 and not chosen:
+            return float("inf"), float("inf")
+        return (self.time - sum(self.dense[n] - m.time for n, m in chosen.items()),
+                self.additive + sum(m.additive for m in chosen.values()))
+
 
 @dataclass
 class _Outcome:
@@ -366,10 +387,7 @@ def _rounds(base: _Base, ctx: PassContext, cal: Calibration, budget: float | Non
     the tolerance (at most MAX_ROUNDS): the outcome (None when no round is) and every round's figures."""
     tolerance = ctx.options.get("tolerance")
     heal_config = ctx.options.get("heal")
-    if budget is not None:
-        budget -= base.additive
-    if required is not None:
-        required -= fp32_time - base.time
+    budget, required = base.room(budget, required, fp32_time)
     rounds = []
     if budget is not None and budget < 0:
         return None, rounds  # the base alone spends more than the budget
@@ -382,18 +400,25 @@ def _rounds(base: _Base, ctx: PassContext, cal: Calibration, budget: float | Non
         candidate = apply_selection(base.program, chosen, ctx.example_inputs)
         planned = _planned(candidate, ctx)
         gm = emit(planned, _modules(planned))
-        healed_curve, healed = [], []
+        healed_curve, healed, unhealed = [], [], None
+        err = cal.error(gm, held_out=True)
         if heal_config is not None and chosen:
             from tcomp.heal import heal
 
             params = [v.data for n, v in planned.constants.items() if n.startswith("tcomp.")]
             factors.see(params)
             healed_curve = heal(gm, params, cal, base_gm, list(chosen), heal_config)
-            healed = [(p, p.detach().clone()) for p in params]
-        err = cal.error(gm, held_out=True)
+            unhealed, err = err, cal.error(gm, held_out=True)
+            if err < unhealed:
+                healed = [(p, p.detach().clone()) for p in params]
+            else:  # healing is kept only where it lowers the held-out error (it can overfit the fit batches)
+                factors.reset()
+                err = unhealed
         predicted = base.additive + sum(m.additive for m in chosen.values())
         rounds.append({"base": base.label, "budget": budget, "required_saving_s": required, "chosen": len(chosen),
-                       "predicted": predicted, "measured": cal.metric.additive(err)})
+                       "predicted": predicted, "measured": cal.metric.additive(err),
+                       "unhealed": None if unhealed is None else cal.metric.additive(unhealed),
+                       "healed": bool(healed)})
         if tolerance is None or err <= tolerance:
             return _Outcome(base, candidate, chosen, err, healed_curve, gm, healed), rounds
         if budget is None or not chosen:
@@ -432,9 +457,14 @@ def run(program: Program, ctx: PassContext) -> tuple[Program, PassReport]:
         report.notes.append(note)
         if alt is not None:
             bases.append(alt)
+    if heal_config is not None:  # healing is most of a round's cost: the base predicted best is healed first
+        bases.sort(key=lambda b: b.first_prediction(budget, required, base_time)[0 if tolerance is not None else 1])
     factors = _Factors()
     outcomes, rounds = [], []
     for b in bases:
+        if heal_config is not None and outcomes:
+            report.notes.append(f"{b.label}: not healed, a base predicted better found a selection")
+            continue
         outcome, tried = _rounds(b, ctx, cal, budget, required, base_time, base_gm, factors)
         rounds += tried
         if outcome is not None:
@@ -484,7 +514,8 @@ def run(program: Program, ctx: PassContext) -> tuple[Program, PassReport]:
         "held_out_error": best.error if best else 0.0, "base_time_s": base_time, "exact_time_s": exact_time,
         "time_s": final_time,
         "predicted_saving_s": best.predicted_saving(base_time) if best is not None else 0.0,
-        "rounds": rounds, "heal_loss": best.healed_curve[-1:] if best is not None and best.healed_curve else None,
+        "rounds": rounds, "heal_loss": [best.healed_curve[0], best.healed_curve[-1]] if best is not None and best.healed
+        else None,  # (first step, last step) of the kept outcome's distillation, None when not kept
         "layers": [_row(n, on.dense.get(n, dense[n]), on.measured.get(n, measured[n]), chosen.get(n),
                         "dense" if on.marker is None else on.label) for n in measured]})
     return new, report

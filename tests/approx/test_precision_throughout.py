@@ -137,6 +137,31 @@ def test_the_selection_keeps_the_bf16_throughout_base_when_it_is_fastest_and_rec
     assert any("re-applied" in n and "bf16 throughout" in n for n in notes)
 
 
+def test_with_heal_only_the_base_predicted_fastest_is_healed(deterministic_times, monkeypatch):
+    import tcomp.heal
+
+    healed_programs = []
+    real_heal = tcomp.heal.heal
+
+    def counting_heal(gm, *args):
+        healed_programs.append(gm)
+        return real_heal(gm, *args)
+
+    monkeypatch.setattr(tcomp.heal, "heal", counting_heal)
+    model = TinyEncoder().eval()
+    g = torch.Generator().manual_seed(3)
+    cal = [torch.randint(0, 100, (8, 16), generator=g) for _ in range(4)]
+    cfg = tcomp.HealConfig(steps=5, lr=1e-3, progress=False)
+    compiled = tcomp.compile(model, cal[0], tolerance=0.05, calibration=cal, structures=("asvd",), heal=cfg)
+    select = next(p for p in compiled.report.passes if p.name == "select")
+    assert select.details["base"] == "bf16 throughout", select.notes
+    assert {r["base"] for r in select.details["rounds"]} == {"bf16 throughout"}
+    assert len(healed_programs) == sum(1 for r in select.details["rounds"] if r["chosen"]) >= 1
+    assert any("float32: not healed" in n for n in select.notes), select.notes
+    with torch.no_grad():
+        assert _relative(compiled(cal[3]), model(cal[3])) <= 0.05
+
+
 def test_a_model_that_cannot_run_in_bf16_throughout_is_selected_per_site(deterministic_times):
     model = WritesInPlace().eval()
     g = torch.Generator().manual_seed(4)

@@ -126,21 +126,56 @@ def test_nothing_worth_factoring_comes_back_unchanged():
     torch.testing.assert_close(compiled(x), model(x))
 
 
+def _select_report(compiled):
+    return next(p for p in compiled.report.passes if p.name == "select")
+
+
 def test_heal_reduces_the_error(monkeypatch):
     deterministic_layer_times(monkeypatch)
-    model = LowRankMLP(d=256, rank=64, seed=3).eval()
+    model = LowRankMLP(d=256, rank=96, seed=3).eval()  # rank 64, the largest offered, loses a part
     cal = _batches(4, 256, 256)
+    plain = tcomp.compile(model, cal[0], tolerance=0.3, calibration=cal, structures=("asvd",))
     cfg = tcomp.HealConfig(steps=60, lr=1e-3, progress=False, budget_factor=1.0)
-    compiled = tcomp.compile(model, cal[0], tolerance=0.2, calibration=cal, structures=("asvd",), heal=cfg)
-    select = next(p for p in compiled.report.passes if p.name == "select")
+    compiled = tcomp.compile(model, cal[0], tolerance=0.3, calibration=cal, structures=("asvd",), heal=cfg)
+    select = _select_report(compiled)
     assert select.changed
-    curve = select.details["heal_loss"]
-    assert curve is not None
+    assert [r["chosen"] for r in select.details["layers"]] == [r["chosen"] for r in _select_report(plain).details[
+        "layers"]]
+    first, last = select.details["heal_loss"]
+    assert last < first
+    assert select.details["held_out_error"] < _select_report(plain).details["held_out_error"]
+    x = _batches(1, 256, 256, seed=99)[0]
+    with torch.no_grad():
+        assert _relative(compiled(x), model(x)) < _relative(plain(x), model(x))
     # the healed module still trains: gradients reach the factors
     params = [p for n, p in compiled.named_parameters() if n.startswith("tcomp_params.")]
     loss = compiled(cal[0]).square().mean()
     loss.backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in params)
+
+
+def test_healing_that_raises_the_held_out_error_is_not_kept(monkeypatch):
+    import tcomp.heal
+
+    def harmful_heal(gm, params, *args):
+        with torch.no_grad():
+            for p in params:
+                p.add_(0.05 * torch.randn_like(p))
+        return [1.0, 0.5]
+
+    deterministic_layer_times(monkeypatch)
+    monkeypatch.setattr(tcomp.heal, "heal", harmful_heal)
+    model = LowRankMLP(d=256, rank=96, seed=3).eval()
+    cal = _batches(4, 256, 256)
+    plain = tcomp.compile(model, cal[0], tolerance=0.3, calibration=cal, structures=("asvd",))
+    cfg = tcomp.HealConfig(steps=5, progress=False, budget_factor=1.0)
+    compiled = tcomp.compile(model, cal[0], tolerance=0.3, calibration=cal, structures=("asvd",), heal=cfg)
+    select = _select_report(compiled)
+    assert select.changed and select.details["heal_loss"] is None
+    assert all(r["healed"] is False and r["unhealed"] == r["measured"] for r in select.details["rounds"])
+    x = _batches(1, 256, 256, seed=99)[0]
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(x), plain(x))
 
 
 def test_clear_errors_for_bad_options():
