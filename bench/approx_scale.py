@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 import tcomp
-from tcomp.bench import time_round_robin
+from tcomp.timing import in_turns
 from tcomp.zoo import get_entry
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -65,8 +65,8 @@ def run_model(name: str, tolerances: list[float], batch: int, calibration_batche
             raise SystemExit(f"tcomp fell back to eager at tolerance {tol}: {compiled.report.notes}")
         chosen = [r["chosen"] for r in select.details.get("layers", []) if r["chosen"] != "dense"]
         with torch.no_grad():
-            times = time_round_robin({"eager": lambda: model(example), "tcomp": lambda: compiled(example)},
-                                     rounds=rounds, per_round=1)
+            times = in_turns({"eager": lambda: model(example), "tcomp": lambda: compiled(example)},
+                             rounds=rounds, per_round=1)
         row = {"model": name, "batch": batch, "tolerance": tol, "compile_s": compile_s,
                "sites": len(select.details.get("layers", [])), "sites_changed": len(chosen),
                "choices": {c: chosen.count(c) for c in sorted(set(chosen))},

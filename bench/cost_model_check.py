@@ -14,10 +14,11 @@ import sys
 import tcomp
 from tcomp.emit import emit
 from tcomp.ir import Network
-from tcomp.layertime import call_times, random_inputs, subprogram
+from tcomp.layertime import random_inputs, subprogram
 from tcomp.passes.contraction_order import best_plan, candidate_trees
 from tcomp.passmanager import PassContext
 from tcomp.plan import plan_network
+from tcomp.timing import fastest_time
 from tcomp.zoo import get_entry
 
 MODELS = ("tt_net", "mps_classifier", "peps", "equivariant_tp", "monarch_mlp", "vit_tiny")
@@ -25,7 +26,7 @@ MODELS = ("tt_net", "mps_classifier", "peps", "equivariant_tp", "monarch_mlp", "
 
 def time_plan(net: Network, plan, batch: int, repeats: int = 7) -> float:
     prog = subprogram([net.replace(plan=plan)], batch)
-    return min(call_times(emit(prog, {}), random_inputs(prog, batch), repeats))
+    return fastest_time(emit(prog, {}), random_inputs(prog, batch), repeats)
 
 
 def check(name: str, batch: int | None) -> list[dict]:

@@ -21,7 +21,7 @@ import time
 import torch
 
 import tcomp
-from tcomp.bench import time_round_robin
+from tcomp.timing import in_turns
 from texts import stdlib_sentences
 
 SEQ = 128
@@ -88,8 +88,8 @@ def main(argv=None) -> int:
         compile_s = time.perf_counter() - t0
         cos = cosines(compiled, encoder, held_out)
         with torch.no_grad():
-            times = time_round_robin({"eager": lambda: encoder(*example), "tcomp": lambda: compiled(*example)},
-                                     rounds=a.rounds, per_round=2)
+            times = in_turns({"eager": lambda: encoder(*example), "tcomp": lambda: compiled(*example)},
+                             rounds=a.rounds, per_round=2)
         select = next((r for r in compiled.report.passes if r.name == "select"), None)
         if select is None:  # the compile fell back to eager (a TcompWarning says why)
             raise SystemExit(f"tcomp fell back to eager at tolerance {tol}: {compiled.report.notes}")

@@ -16,9 +16,9 @@ import torch
 import torch.nn.functional as F
 
 import tcomp
-from tcomp.bench import time_round_robin
 from tcomp.ir import Network
 from tcomp.passes.factorize import monarch
+from tcomp.timing import in_turns
 from tcomp.symbolic import evaluate
 
 
@@ -62,12 +62,12 @@ def run(width: int, blocks: int, batch: int, rounds: int) -> dict:
         for name, out in (("einsum", model(x)), ("tcomp", compiled(x)), ("hand", hand_written(x, left, right))):
             err = ((out - ref).abs().max() / ref.abs().max()).item()
             assert err < 1e-4, f"{name}: relative error {err}"
-        times = time_round_robin({
+        times = in_turns({
             "dense": lambda: F.linear(x, dense_w),
             "einsum": lambda: model(x),
             "tcomp": lambda: compiled(x),
             "hand-written": lambda: hand_written(x, left, right),
-        }, rounds=rounds)
+        }, rounds=rounds, per_round=3)
     net = next(op for op in compiled.program.ops if isinstance(op, Network))
     dense_flops = 2 * batch * width * width
     return {"width": width, "blocks": blocks, "batch": batch, "times_ms": {k: v * 1e3 for k, v in times.items()},

@@ -37,8 +37,6 @@ import functools
 import hashlib
 import json
 import os
-import statistics
-import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -50,6 +48,7 @@ from tcomp.calibrate import machine_key, cache_dir
 from tcomp.emit import emit
 from tcomp.ir import Call, Network, Op, Program, Value, substitute_inputs
 from tcomp.passmanager import Pass, PassContext, PassReport
+from tcomp.timing import in_turns
 
 from .contraction_order import best_plan, result_stride_order
 from .convolution import conv_call
@@ -233,27 +232,6 @@ class _Timings:
             pass
 
 
-def _round_robin(variants: list[Callable[[], Any]], device: torch.device, min_rounds: int = 1,
-                 max_rounds: int = 9, budget_s: float = 0.3) -> list[float]:
-    """Median time of each variant, run in turns after a warm-up: at least ``min_rounds`` rounds, more (up to
-    ``max_rounds``) while the first variant has used less than ``budget_s``."""
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    times: list[list[float]] = [[] for _ in variants]
-    with torch.no_grad():
-        for fn in variants:
-            fn()
-        for r in range(max_rounds):
-            for k, fn in enumerate(variants):
-                sync()
-                t0 = time.perf_counter()
-                fn()
-                sync()
-                times[k].append(time.perf_counter() - t0)
-            if r + 1 >= min_rounds and sum(times[0]) >= budget_s:
-                break
-    return [statistics.median(t) for t in times]
-
-
 def _runner(program: Program, ctx: PassContext, inputs: tuple) -> Callable[[], Any]:
     """``program`` emitted as it would run (each Network planned), called on copies of ``inputs``."""
     ops = [op.replace(plan=best_plan(op, ctx, program.example_batch)) if isinstance(op, Network) else op
@@ -292,7 +270,12 @@ def _decide(program: Program, channels_last: Program, ctx: PassContext) -> tuple
     measured = times is None
     if measured:
         with _no_side_effects(program, device):
-            times = _round_robin([_runner(program, ctx, inputs), _runner(channels_last, ctx, inputs)], device)
+            sync = torch.cuda.synchronize if device.type == "cuda" else None
+            with torch.no_grad():  # at least one round, up to 9 while less than 0.6 s (0.3 s a program) passed
+                t = in_turns({"contiguous": _runner(program, ctx, inputs),
+                              "channels_last": _runner(channels_last, ctx, inputs)},
+                             rounds=1, max_rounds=9, min_seconds=0.6, sync=sync)
+            times = [t["contiguous"], t["channels_last"]]
         timings.put(key, times)
     details = {"contiguous_s": times[0], "channels_last_s": times[1], "measured_now": measured,
                "cache": str(timings.path)}

@@ -43,7 +43,8 @@ from tcomp.candidates import (Option, Site, apply_conv, apply_structure, conv_fa
                               propagate_dtypes, with_dtype)
 from tcomp.emit import emit
 from tcomp.ir import Call, Network, Program
-from tcomp.layertime import median_time, time_against, time_ops
+from tcomp.layertime import time_against, time_ops
+from tcomp.timing import in_turns, median_time
 from tcomp.passmanager import Pass, PassContext, PassReport
 
 from . import contraction_order
@@ -338,12 +339,8 @@ class _Factors:
 
 def _times_in_turns(gms: list, args: tuple) -> list[float]:
     """Median seconds per call of each program, run in turns (so a load change on the machine hits them alike)."""
-    from tcomp.bench import time_round_robin
-
     with torch.no_grad():
-        for gm in gms:
-            gm(*args)
-        t = time_round_robin({str(k): (lambda gm=gm: gm(*args)) for k, gm in enumerate(gms)}, rounds=5, per_round=1)
+        t = in_turns({str(k): (lambda gm=gm: gm(*args)) for k, gm in enumerate(gms)}, rounds=5)
     return [t[str(k)] for k in range(len(gms))]
 
 

@@ -439,7 +439,7 @@ def _backend(choice: str, program, modules, gm: fx.GraphModule, example: tuple, 
     if choice == "eager":
         return gm, []
     from .inductor import compile_with_inductor
-    from .layertime import median_time
+    from .timing import median_time
 
     t0 = time.perf_counter()
     try:

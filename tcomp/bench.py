@@ -7,7 +7,6 @@ Inference runs under ``torch.no_grad()``; compile time is the wall time of compi
 """
 from __future__ import annotations
 
-import statistics
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -17,6 +16,7 @@ import torch
 
 from .numerics import compare
 from .targets import Target
+from .timing import in_turns
 
 
 @dataclass
@@ -46,24 +46,6 @@ def _progress(msg: str, enabled: bool) -> None:
         print(msg, file=sys.stderr, flush=True)
 
 
-def time_round_robin(fns: dict[str, Callable[[], object]], rounds: int = 7, per_round: int = 3,
-                     min_seconds: float = 0.0) -> dict[str, float]:
-    """Median seconds per call of each function, measured in turns."""
-    samples: dict[str, list[float]] = {k: [] for k in fns}
-    start = time.perf_counter()
-    r = 0
-    while r < rounds or time.perf_counter() - start < min_seconds:
-        for k, fn in fns.items():
-            for _ in range(per_round):
-                t0 = time.perf_counter()
-                fn()
-                samples[k].append(time.perf_counter() - t0)
-        r += 1
-        if r >= 50 * rounds:
-            break
-    return {k: statistics.median(v) for k, v in samples.items()}
-
-
 def bench_target(target: Target, *, torch_compile: bool = True, inductor: bool = True,
                  tcomp_options: dict | None = None, rounds: int = 7, progress: bool = True) -> BenchResult:
     import tcomp
@@ -87,11 +69,7 @@ def bench_target(target: Target, *, torch_compile: bool = True, inductor: bool =
             compiled[name] = _compile_variant(
                 name, lambda: tcomp.compile(model, inputs, backend=backend, **opts), inputs, ref, runners)
         _progress(f"  {target.name}: timing {', '.join(runners)}...", progress)
-        # warm-up
-        for fn in runners.values():
-            fn()
-            fn()
-        times = time_round_robin(runners, rounds=rounds)
+        times = in_turns(runners, rounds=rounds, per_round=3)
     eager_t = times["eager"]
     for name, v in compiled.items():
         if name in times:

@@ -12,9 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import statistics
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -22,6 +19,7 @@ import torch
 from .calibrate import cache_dir
 from .ir import Call, Network, Pointwise, Program, Value
 from .symbolic import evaluate
+from .timing import fastest_time, in_turns
 
 _CACHE: dict[str, float] | None = None
 
@@ -105,7 +103,7 @@ def time_ops(ops: list, batch: int | None, *, training: bool = False, repeats: i
     if key in cache:
         return cache[key]
     gm, args = _runnable(program, b, training)
-    t = min(call_times(gm, args, repeats))  # other work on a shared machine only adds time
+    t = fastest_time(gm, args, repeats)
     _store(key, t)
     return t
 
@@ -125,16 +123,11 @@ def time_against(ops: list, reference: list, batch: int | None, *, training: boo
     if key not in cache:
         gm, args = _runnable(prog, b, training)
         gm_ref, args_ref = _runnable(ref, b, training)
-        times: list[list[float]] = [[], []]
         with torch.no_grad():
-            gm(*args), gm_ref(*args_ref)
-            for _ in range(rounds):
-                for k, (fn, a) in enumerate(((gm, args), (gm_ref, args_ref))):
-                    t0 = time.perf_counter()
-                    fn(*a)
-                    times[k].append(time.perf_counter() - t0)
-        fastest_ref = min(times[1])
-        _store(key, min(times[0]) / fastest_ref)
+            t = in_turns({"ops": lambda: gm(*args), "reference": lambda: gm_ref(*args_ref)}, rounds=rounds,
+                         max_rounds=rounds, statistic=min)
+        fastest_ref = t["reference"]
+        _store(key, t["ops"] / fastest_ref)
         if fastest_ref < cache.get(key_ref, float("inf")):
             _store(key_ref, fastest_ref)
     return cache[key]
@@ -163,20 +156,3 @@ def random_inputs(program: Program, batch: int) -> list[torch.Tensor]:
         else:
             args.append(torch.zeros(shape, dtype=v.dtype))
     return args
-
-
-def call_times(fn: Callable, args: tuple | list, repeats: int) -> list[float]:
-    """Seconds of each of ``repeats`` calls ``fn(*args)`` without gradients, after one untimed warm-up call."""
-    with torch.no_grad():
-        fn(*args)
-        times = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            fn(*args)
-            times.append(time.perf_counter() - t0)
-    return times
-
-
-def median_time(fn: Callable, args: tuple | list, repeats: int = 5) -> float:
-    """The median of :func:`call_times`."""
-    return statistics.median(call_times(fn, args, repeats))
