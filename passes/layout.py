@@ -48,7 +48,7 @@ from tcomp.calibrate import machine_key, cache_dir
 from tcomp.emit import emit
 from tcomp.ir import Call, Network, Op, Program, Value, substitute_inputs
 from tcomp.passmanager import Pass, PassContext, PassReport
-from tcomp.timing import in_turns
+from tcomp.timing import in_turns, sync_for
 
 from .contraction_order import best_plan, result_stride_order
 from .convolution import conv_call
@@ -270,11 +270,10 @@ def _decide(program: Program, channels_last: Program, ctx: PassContext) -> tuple
     measured = times is None
     if measured:
         with _no_side_effects(program, device):
-            sync = torch.cuda.synchronize if device.type == "cuda" else None
-            with torch.no_grad():  # at least one round, up to 9 while less than 0.6 s (0.3 s a program) passed
+            with torch.no_grad():  # at least one round, up to 9 while less than 0.6 s have passed
                 t = in_turns({"contiguous": _runner(program, ctx, inputs),
                               "channels_last": _runner(channels_last, ctx, inputs)},
-                             rounds=1, max_rounds=9, min_seconds=0.6, sync=sync)
+                             rounds=1, max_rounds=9, min_seconds=0.6, sync=sync_for(inputs))
             times = [t["contiguous"], t["channels_last"]]
         timings.put(key, times)
     details = {"contiguous_s": times[0], "channels_last_s": times[1], "measured_now": measured,

@@ -23,8 +23,8 @@ The knapsack runs on two bases where it can: the float32 program, and the progra
 (:func:`passes.precision.throughout`; per-Network bf16 leaves float32 islands — casts, norms and adds — that this
 avoids) with the structured bf16 options on top. Both outcomes are verified and timed in turns; the faster (with
 ``target_speedup``: the more accurate) is kept. With ``heal``, whose training is most of a round's cost, the bases
-are tried in the order of what their first knapsack predicts (time; with ``target_speedup``: error), and a base
-is healed only when those before it found no selection.
+are tried in the order of what their first knapsack predicts (time; with ``target_speedup``: error), and the next
+is tried only when no outcome so far measured faster than the exact program (with a target: reached it).
 
 The report lists every site's choice with its parameters, local error, sensitivity and times, the base kept, and
 the end-to-end error on the held-out batches (predicted and measured, every round).
@@ -44,7 +44,7 @@ from tcomp.candidates import (Option, Site, apply_conv, apply_structure, conv_fa
 from tcomp.emit import emit
 from tcomp.ir import Call, Network, Program
 from tcomp.layertime import time_against, time_ops
-from tcomp.timing import in_turns, median_time
+from tcomp.timing import in_turns, median_time, sync_for
 from tcomp.passmanager import Pass, PassContext, PassReport
 
 from . import contraction_order
@@ -337,10 +337,18 @@ class _Factors:
                 p.copy_(v)
 
 
+def _time_outcomes(exact_gm, outcomes: list[_Outcome], args: tuple) -> float:
+    """Time every outcome in turns with the exact program (setting ``time``); the exact program's time."""
+    exact_time, *times = _times_in_turns([exact_gm] + [o.gm for o in outcomes], args)
+    for o, t in zip(outcomes, times):
+        o.time = t
+    return exact_time
+
+
 def _times_in_turns(gms: list, args: tuple) -> list[float]:
     """Median seconds per call of each program, run in turns (so a load change on the machine hits them alike)."""
     with torch.no_grad():
-        t = in_turns({str(k): (lambda gm=gm: gm(*args)) for k, gm in enumerate(gms)}, rounds=5)
+        t = in_turns({str(k): (lambda gm=gm: gm(*args)) for k, gm in enumerate(gms)}, rounds=5, sync=sync_for(args))
     return [t[str(k)] for k in range(len(gms))]
 
 
@@ -458,23 +466,28 @@ def run(program: Program, ctx: PassContext) -> tuple[Program, PassReport]:
         bases.sort(key=lambda b: b.first_prediction(budget, required, base_time)[0 if tolerance is not None else 1])
     factors = _Factors()
     outcomes, rounds = [], []
+    exact_time = base_time
+
+    def kept(o: _Outcome) -> bool:  # measured faster than exact (with a target: reaching it, 5% for noise)
+        return o.time < exact_time if tolerance is not None else o.time * target <= exact_time * 1.05
+
     for b in bases:
-        if heal_config is not None and outcomes:
-            report.notes.append(f"{b.label}: not healed, a base predicted better found a selection")
+        if heal_config is not None and any(kept(o) for o in outcomes):
+            report.notes.append(f"{b.label}: not tried, a base predicted better found a selection that measured "
+                                + ("faster than exact" if tolerance is not None else "at the target"))
             continue
         outcome, tried = _rounds(b, ctx, cal, budget, required, base_time, base_gm, factors)
         rounds += tried
         if outcome is not None:
             outcomes.append(outcome)
-    exact_time = base_time
-    if outcomes:  # timed in turns with the exact program: kept only when measured faster (and at the target)
-        exact_time, *times = _times_in_turns([base_gm] + [o.gm for o in outcomes], ctx.example_inputs)
-        for o, t in zip(outcomes, times):
-            o.time = t
+            if heal_config is not None:  # measured now: whether the next base is worth its healing
+                exact_time = _time_outcomes(base_gm, outcomes, ctx.example_inputs)
+    if outcomes and heal_config is None:
+        exact_time = _time_outcomes(base_gm, outcomes, ctx.example_inputs)
     if tolerance is not None:
-        best = min((o for o in outcomes if o.time < exact_time), key=lambda o: o.time, default=None)
-    else:  # the most accurate that reaches the target as measured (5% for noise), else the fastest, said so
-        reach = [o for o in outcomes if o.time * target <= exact_time * 1.05]
+        best = min(filter(kept, outcomes), key=lambda o: o.time, default=None)
+    else:  # the most accurate that reaches the target as measured, else the fastest, said so
+        reach = list(filter(kept, outcomes))
         best = min(reach, key=lambda o: o.error) if reach else min(outcomes, key=lambda o: o.time, default=None)
         if best is not None and not reach:
             report.notes.append(f"measured {exact_time / best.time:.2f}x, short of the {target}x target (the "
@@ -486,7 +499,7 @@ def run(program: Program, ctx: PassContext) -> tuple[Program, PassReport]:
             why += f" is faster than the exact program measured in turns ({exact_time * 1e3:.2f} ms: " + ", ".join(
                 f"{o.base.label} {o.time * 1e3:.2f} ms" for o in outcomes) + ")"
         report.notes.append(why + ": the program is unchanged")
-        new, chosen, on = program.copy(), {}, bases[0]
+        new, chosen, on = program.copy(), {}, next(b for b in bases if b.marker is None)
     else:
         _Factors.restore(best.healed)
         new, chosen, on = best.program.copy(), best.chosen, best.base

@@ -16,7 +16,7 @@ import torch
 
 from .numerics import compare
 from .targets import Target
-from .timing import in_turns
+from .timing import in_turns, sync_for
 
 
 @dataclass
@@ -69,7 +69,7 @@ def bench_target(target: Target, *, torch_compile: bool = True, inductor: bool =
             compiled[name] = _compile_variant(
                 name, lambda: tcomp.compile(model, inputs, backend=backend, **opts), inputs, ref, runners)
         _progress(f"  {target.name}: timing {', '.join(runners)}...", progress)
-        times = in_turns(runners, rounds=rounds, per_round=3)
+        times = in_turns(runners, rounds=rounds, per_round=3, sync=sync_for(inputs))
     eager_t = times["eager"]
     for name, v in compiled.items():
         if name in times:

@@ -4,7 +4,8 @@ Every time tcomp measures — an option against its dense layer (:mod:`tcomp.lay
 (:mod:`passes.layout`), the outcomes of the selection (:mod:`passes.select`), eager against compiled
 (:mod:`tcomp.bench`) — goes through :func:`in_turns`. The callables compared run in turns (round robin), so a
 burst of other work slows them alike instead of making one look slow; each is called once untimed first (lazy
-initialisation, oneDNN primitive creation, allocation); on CUDA the device is synchronised around every timed call.
+initialisation, oneDNN primitive creation, allocation); with ``sync`` (:func:`sync_for` gives
+``torch.cuda.synchronize`` for CUDA inputs) the device is synchronised around every timed call.
 Ratios of times taken in one call are what the measurements rely on; absolute times move with the load.
 """
 from __future__ import annotations
@@ -47,21 +48,30 @@ def in_turns(fns: Mapping[str, Callable[[], object]], *, statistic: Callable[[li
     return {k: statistic(v) for k, v in samples_in_turns(fns, **kw).items()}
 
 
-def _without_grad(fn: Callable, args) -> Callable[[], object]:
+def sync_for(tensors) -> Callable[[], None] | None:
+    """``torch.cuda.synchronize`` when any of ``tensors`` is on a CUDA device (its kernels run asynchronously, so
+    a call returns before its work is done), else None."""
     import torch
 
-    def call():
-        with torch.no_grad():
-            return fn(*args)
-    return call
+    if any(isinstance(t, torch.Tensor) and t.is_cuda for t in tensors):
+        return torch.cuda.synchronize
+    return None
+
+
+def _one(fn: Callable, args: tuple | list, repeats: int, statistic) -> float:
+    import torch
+
+    with torch.no_grad():
+        return in_turns({"fn": lambda: fn(*args)}, rounds=repeats, max_rounds=repeats, statistic=statistic,
+                        sync=sync_for(args))["fn"]
 
 
 def fastest_time(fn: Callable, args: tuple | list, repeats: int = 9) -> float:
     """The fastest of ``repeats`` calls ``fn(*args)`` without gradients, after a warm-up call (other work on the
     machine only adds time)."""
-    return in_turns({"fn": _without_grad(fn, args)}, rounds=repeats, max_rounds=repeats, statistic=min)["fn"]
+    return _one(fn, args, repeats, min)
 
 
 def median_time(fn: Callable, args: tuple | list, repeats: int = 5) -> float:
     """The median of ``repeats`` calls ``fn(*args)`` without gradients, after a warm-up call."""
-    return in_turns({"fn": _without_grad(fn, args)}, rounds=repeats, max_rounds=repeats)["fn"]
+    return _one(fn, args, repeats, statistics.median)
