@@ -377,7 +377,7 @@ def is_pure(op: Op) -> bool:
     ``_``, a mutable aten schema) or are a stateful module in training mode (batch norm updates its statistics)."""
     if isinstance(op, Network):
         return True
-    if op.kwargs.get("inplace") is True or "out" in op.kwargs:
+    if op.kwargs.get("inplace") is True or op.kwargs.get("out") is not None:  # `out=None`: a default, filled in
         return False
     if isinstance(op, Pointwise):
         return getattr(op.target, "__name__", "") not in _INPLACE_OPERATORS

@@ -93,6 +93,24 @@ def test_every_floating_activation_runs_in_bf16_and_the_output_comes_back_float3
     assert 0 < _relative(out, ref) < 3e-2  # bf16 rounding, and not float32 after all
 
 
+def test_a_model_ending_in_normalize_runs_in_bf16_throughout():
+    """F.normalize's signature has ``out=None``: a default, not a write (it had refused MiniLM's sentence encoder)."""
+    class Normalized(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(16, 16)
+
+        def forward(self, x):
+            return torch.nn.functional.normalize(self.fc(x), dim=-1)
+
+    model, x = Normalized().eval(), torch.randn(4, 16)
+    program = throughout(lower(capture(model, (x,)), "normalized"), torch.bfloat16, (x,))
+    assert program is not None
+    with torch.no_grad():
+        out = emit(program, _modules(program))(x)
+    assert out.dtype == torch.float32 and _relative(out, model(x)) < 2e-2
+
+
 def test_a_convolution_module_runs_in_its_weights_dtype():
     model = ConvHead().eval()
     x = torch.randn(2, 3, 8, 8)

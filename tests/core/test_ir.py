@@ -63,6 +63,16 @@ def test_dead_code_keeps_side_effects():
     assert prog.ops == [inplace, live]
 
 
+def test_an_out_argument_is_a_write_only_when_it_is_given():
+    from tcomp.ir import is_pure
+
+    x, buf = _v("x", (4,), "input"), _v("buf", (4,), "input")
+    normalized = torch.nn.functional.normalize
+    assert is_pure(Call(_v("n", (4,)), normalized, "function", (x,), {"dim": -1, "out": None}))
+    assert not is_pure(Call(_v("m", (4,)), normalized, "function", (x,), {"dim": -1, "out": buf}))
+    assert not is_pure(Call(_v("r", (4,)), torch.relu, "function", (x,), {"inplace": True}))
+
+
 def test_program_check_finds_use_before_definition():
     x = _v("x", (4,), "input")
     a = Pointwise(_v("a", (4,)), "neg", torch.neg, (x,))
