@@ -260,8 +260,10 @@ class _Emitter:
             key = (v.name, dtype)
             if key not in self._casts:
                 name = f"tcomp.cast_{len(self._casts)}"
-                self.attrs[name] = CachedFunction(functools.partial(torch.Tensor.to, dtype=dtype))
-                self._casts[key] = self.graph.call_module(name, (node,))
+                cast = CachedFunction(functools.partial(torch.Tensor.to, dtype=dtype))
+                self.attrs[name] = cast
+                self._casts[key] = (self._buffered(name, cast, [v.data]) if self.use_fold_buffers else
+                                    self.graph.call_module(name, (node,)))
             return self._casts[key]
         if v.dtype == dtype and not self.dtypes_unknown:
             return node
