@@ -280,18 +280,28 @@ class _Base:
         return (None if budget is None else budget - self.additive,
                 None if required is None else required - (fp32_time - self.time))
 
+    def choose(self, budget: float | None, required: float | None) -> dict[str, Measured]:
+        """The knapsack's choice on top of this base, given what :meth:`room` leaves (nothing when nothing is)."""
+        open_ = (budget is not None and budget > 0) or (required is not None and required > 0)
+        return solve(self.dense, self.measured, budget, required) if open_ else {}
+
+    def predicted_time(self, chosen: dict[str, Measured]) -> float:
+        return self.time - sum(self.dense[n] - m.time for n, m in chosen.items())
+
+    def predicted_error(self, chosen: dict[str, Measured]) -> float:
+        """In additive units."""
+        return self.additive + sum(m.additive for m in chosen.values())
+
     def first_prediction(self, budget: float | None, required: float | None, fp32_time: float) -> tuple[float, float]:
         """(time, additive error) that the knapsack's first choice on this base predicts; infinite when the base
         alone spends more than the budget or cannot reach the required saving."""
         budget, required = self.room(budget, required, fp32_time)
         if budget is not None and budget < 0:
             return float("inf"), float("inf")
-        open_ = (budget is not None and budget > 0) or (required is not None and required > 0)
-        chosen = solve(self.dense, self.measured, budget, required) if open_ else {}
+        chosen = self.choose(budget, required)
         if required is not None and required > 0 and not chosen:
             return float("inf"), float("inf")
-        return (self.time - sum(self.dense[n] - m.time for n, m in chosen.items()),
-                self.additive + sum(m.additive for m in chosen.values()))
+        return self.predicted_time(chosen), self.predicted_error(chosen)
 
 
 @dataclass
@@ -312,7 +322,7 @@ class _Outcome:
         return {**self.base.fixed, **self.on_top}
 
     def predicted_saving(self, fp32_time: float) -> float:
-        return fp32_time - self.base.time + sum(self.base.dense[n] - m.time for n, m in self.on_top.items())
+        return fp32_time - self.base.predicted_time(self.on_top)
 
 
 class _Factors:
@@ -356,8 +366,9 @@ def _precision_base(program: Program, ctx: PassContext, cal: Calibration, dense:
                     measured: dict[str, list[Measured]], dtype: torch.dtype, fp32_gm,
                     fp32_time: float) -> tuple[_Base | None, str]:
     """The program in ``dtype`` throughout as a base, or None (and why) when it cannot run so or is not faster (its
-    time: ``fp32_time`` × the ratio of the two programs timed in turns). Each site's plain ``dtype`` option is its dense there (a site whose plain option was not measured faster keeps
-    its float32 time); its structured ``dtype`` options go on top, charged what they add to the plain one."""
+    time: ``fp32_time`` × the ratio of the two programs timed in turns). Each site's plain ``dtype`` option is its
+    dense there (a site whose plain option was not measured faster keeps its float32 time); its structured ``dtype``
+    options go on top, charged what they add to the plain one."""
     from .precision import short_name, throughout
 
     label = f"{short_name(dtype)} throughout"
@@ -398,8 +409,7 @@ def _rounds(base: _Base, ctx: PassContext, cal: Calibration, budget: float | Non
         return None, rounds  # the base alone spends more than the budget
     for _ in range(MAX_ROUNDS):
         factors.reset()  # every round heals from the projections
-        room = (budget is not None and budget > 0) or (required is not None and required > 0)
-        chosen = solve(base.dense, base.measured, budget, required) if room else {}
+        chosen = base.choose(budget, required)
         if not chosen and (base.marker is None or (required is not None and required > 0)):
             return None, rounds  # nothing fits (or, for a target, the base alone does not reach it)
         candidate = apply_selection(base.program, chosen, ctx.example_inputs)
@@ -419,7 +429,7 @@ def _rounds(base: _Base, ctx: PassContext, cal: Calibration, budget: float | Non
             else:  # healing is kept only where it lowers the held-out error (it can overfit the fit batches)
                 factors.reset()
                 err = unhealed
-        predicted = base.additive + sum(m.additive for m in chosen.values())
+        predicted = base.predicted_error(chosen)
         rounds.append({"base": base.label, "budget": budget, "required_saving_s": required, "chosen": len(chosen),
                        "predicted": predicted, "measured": cal.metric.additive(err),
                        "unhealed": None if unhealed is None else cal.metric.additive(unhealed),

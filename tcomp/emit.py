@@ -251,20 +251,20 @@ class _Emitter:
         """``v``'s node, cast to ``dtype`` when it has another: a constant through a cached cast (once per weight
         update), an activation with ``.to`` (a no-op when it already is of that dtype). With ``dtypes_unknown`` an
         activation is cast whatever its recorded dtype says."""
-        node = self.node(v)
         if dtype is None:
-            return node
+            return self.node(v)
         if v.kind == "const":
             if _stored_dtype(v) == dtype:
-                return node
+                return self.node(v)
             key = (v.name, dtype)
-            if key not in self._casts:
+            if key not in self._casts:  # with fold buffers, the float32 weight itself is not read by the graph
                 name = f"tcomp.cast_{len(self._casts)}"
                 cast = CachedFunction(functools.partial(torch.Tensor.to, dtype=dtype))
                 self.attrs[name] = cast
                 self._casts[key] = (self._buffered(name, cast, [v.data]) if self.use_fold_buffers else
-                                    self.graph.call_module(name, (node,)))
+                                    self.graph.call_module(name, (self.node(v),)))
             return self._casts[key]
+        node = self.node(v)
         if v.dtype == dtype and not self.dtypes_unknown:
             return node
         return self.graph.call_method("to", (node, dtype))

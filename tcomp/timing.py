@@ -14,6 +14,8 @@ import statistics
 import time
 from collections.abc import Callable, Mapping
 
+import torch
+
 
 def samples_in_turns(fns: Mapping[str, Callable[[], object]], *, rounds: int = 7, per_round: int = 1,
                      max_rounds: int | None = None, min_seconds: float = 0.0, warm_up: bool = True,
@@ -51,16 +53,12 @@ def in_turns(fns: Mapping[str, Callable[[], object]], *, statistic: Callable[[li
 def sync_for(tensors) -> Callable[[], None] | None:
     """``torch.cuda.synchronize`` when any of ``tensors`` is on a CUDA device (its kernels run asynchronously, so
     a call returns before its work is done), else None."""
-    import torch
-
     if any(isinstance(t, torch.Tensor) and t.is_cuda for t in tensors):
         return torch.cuda.synchronize
     return None
 
 
 def _one(fn: Callable, args: tuple | list, repeats: int, statistic) -> float:
-    import torch
-
     with torch.no_grad():
         return in_turns({"fn": lambda: fn(*args)}, rounds=repeats, max_rounds=repeats, statistic=statistic,
                         sync=sync_for(args))["fn"]

@@ -50,6 +50,8 @@ def test_weight_casts_are_buffers_when_a_graph_compiler_reads_the_module():
               and isinstance(buffered.get_submodule(n.target), CachedFunction)]
     assert not called, [n.target for n in called]
     assert len(buffered.tcomp_folds) >= 3  # one bf16 copy of each weight
+    read = [n.target for n in buffered.graph.nodes if n.op == "get_attr"]
+    assert all(t.startswith("tcomp.") and t.endswith("_value") for t in read), read  # not the float32 masters
     with torch.no_grad():
         torch.testing.assert_close(buffered(x), plain(x))
 
