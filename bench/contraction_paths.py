@@ -22,7 +22,7 @@ from pathlib import Path
 
 import opt_einsum
 
-from tcomp.pathsearch import contraction_cost, search
+from tcomp.contract.pathsearch import contraction_cost, search
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "tensor-networks"

@@ -12,12 +12,12 @@ import json
 import sys
 
 import tcomp
-from tcomp.emit import emit
-from tcomp.ir import Network
-from tcomp.layertime import random_inputs, subprogram
+from tcomp.codegen.emit import emit
+from tcomp.ir.program import Network
+from tcomp.approx.option_time import random_inputs, subprogram
 from tcomp.passes.contraction_order import best_plan, candidate_trees
 from tcomp.passmanager import PassContext
-from tcomp.plan import plan_network
+from tcomp.contract.plan import plan_network
 from tcomp.timing import fastest_time
 from tcomp.zoo import get_entry
 

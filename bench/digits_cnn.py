@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 import tcomp
 from digits import accuracy, train_digits_cnn
-from tcomp.passes.factorize import cp, mode_singular_values, tucker2, tucker_packing
+from tcomp.approx.factorize import cp, mode_singular_values, tucker2, tucker_packing
 
 
 class FactoredConv(torch.nn.Module):

@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         device = torch.device("cuda")
         timing = {"warmup": 10, "reps": 40}
 
-    from tcomp.kernels import triton_available
+    from tcomp.codegen.kernels import triton_available
     if not triton_available(device):
         sys.exit(f"Triton kernels cannot run on {device} here (is triton installed?)")
 
@@ -108,8 +108,8 @@ def monarch_shape(width: int) -> tuple[int, int]:
 def structured_case(kind: str, width: int, tokens: int, dtype: torch.dtype, rank: int, device: torch.device,
                     timing: dict[str, int]) -> dict[str, Any]:
     """One Monarch/BTT layer: fused kernel vs two bmm vs dense matmul."""
-    from tcomp.kernels import btt_multiply, monarch_multiply
-    from tcomp.kernels.monarch import btt_spec
+    from tcomp.codegen.kernels import btt_multiply, monarch_multiply
+    from tcomp.codegen.kernels.monarch import btt_spec
 
     blocks, size = monarch_shape(width)
     k, i, j, l = blocks, size, blocks, size  # x: [tokens, k·i] -> out: [tokens, l·j]
@@ -165,9 +165,9 @@ def contraction_cases(dry_run: bool) -> list[tuple[str, str, list[list[int]], li
 def contraction_case(equation: str, shapes: list[list[int]], epilogue_kinds: list[str], dtype: torch.dtype,
                      device: torch.device, timing: dict[str, int]) -> dict[str, Any]:
     """contract_pair with a fused epilogue vs torch.einsum followed by the same epilogue in torch."""
-    from tcomp.kernels import Epilogue, contract_pair
-    from tcomp.kernels.contraction import contraction_spec
-    from tcomp.kernels.equation import PairwiseEquation
+    from tcomp.codegen.kernels import Epilogue, contract_pair
+    from tcomp.codegen.kernels.contraction import contraction_spec
+    from tcomp.codegen.kernels.equation import PairwiseEquation
 
     generator = torch.Generator(device="cpu").manual_seed(0)
     a, b = ((torch.randn(*shape, generator=generator) * shape[-1] ** -0.25).to(device=device, dtype=dtype)
@@ -218,7 +218,7 @@ def median_ms(fn: Callable[[], Any], device: torch.device, warmup: int, reps: in
 
 
 def _chosen_config(spec: Any, device: torch.device) -> str | None:
-    from tcomp.kernels import runtime
+    from tcomp.codegen.kernels import runtime
 
     return runtime.chosen_config(spec, device)
 

@@ -16,10 +16,10 @@ import torch
 import torch.nn.functional as F
 
 import tcomp
-from tcomp.ir import Network
-from tcomp.passes.factorize import monarch
+from tcomp.ir.program import Network
+from tcomp.approx.factorize import monarch
 from tcomp.timing import in_turns
-from tcomp.symbolic import evaluate
+from tcomp.ir.symbolic import evaluate
 
 
 class MonarchEinsum(torch.nn.Module):

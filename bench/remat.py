@@ -20,7 +20,7 @@ from pathlib import Path
 
 import networkx as nx
 
-from tcomp.passes.rematerialize.problem import Problem
+from tcomp.remat.problem import Problem
 from tcomp.remat import BudgetInfeasibleError, schedule, simulate
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -38,7 +38,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from tcomp.passes.rematerialize import BudgetInfeasibleError, measure_peak_memory, rematerialize_module
+from tcomp.passes.rematerialize import rematerialize_module
+from tcomp.remat import BudgetInfeasibleError, measure_peak_memory
 from tcomp.zoo import get_entry
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -22,8 +22,8 @@ import time
 import torch
 
 from digits import train_digits_cnn
-from tcomp.passes.factorize import greedy_packing, mode_singular_values, packing_cost, tucker, tucker_packing
-from tcomp.passes.factorize.tucker import reconstruct
+from tcomp.approx.factorize import greedy_packing, mode_singular_values, packing_cost, tucker, tucker_packing
+from tcomp.approx.factorize.tucker import reconstruct
 
 BUDGET_FRACTIONS = (0.05, 0.1, 0.25)
 

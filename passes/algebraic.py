@@ -27,12 +27,12 @@ from typing import Any, Callable
 
 import torch
 
-from tcomp.ir import ACC, Call, EpilogueOp, Network, Op, Pointwise, Program, Value, substitute_inputs
+from tcomp.ir.program import ACC, Call, EpilogueOp, Network, Op, Pointwise, Program, Value, substitute_inputs
 from tcomp.passmanager import Pass, PassContext, PassReport
 
 from .cse import deterministic, mutation
 from .fuse_networks import merge
-from .weights import Names, WeightRecipe, cached_call, weight_recipe
+from tcomp.rewrite.weights import Names, WeightRecipe, cached_call, weight_recipe
 
 NAME = "algebraic"
 

@@ -17,9 +17,9 @@ import time
 
 import opt_einsum
 
-from tcomp.ir import Network, Program, Value
+from tcomp.ir.program import Network, Program, Value
 from tcomp.passmanager import Pass, PassContext, PassReport
-from tcomp.plan import ContractionPlan, decision_sizes, default_pairs, opt_einsum_pairs, plan_network, prepare, ssa_path
+from tcomp.contract.plan import ContractionPlan, decision_sizes, default_pairs, opt_einsum_pairs, plan_network, prepare, ssa_path
 
 NAME = "contraction_order"
 
@@ -72,7 +72,7 @@ def candidate_trees(net: Network, time_budget: float = 1.0, quick: bool = False
 def _searched(net: Network, kept: list[tuple[str, ...]], time_budget: float) -> list[tuple[int, int]]:
     """The tree of :func:`tcomp.pathsearch.search` (greedy variants, time-bounded dp, subtree reconfiguration)
     under the FLOP metric at the decision batch."""
-    from tcomp.pathsearch import search
+    from tcomp.contract.pathsearch import search
 
     num = decision_sizes(net, None)
     sizes = {i: num[i] for ix in kept for i in ix}

@@ -25,7 +25,7 @@ import sympy
 import torch
 import torch.utils._pytree as pytree
 
-from tcomp.ir import ACC, Call, Network, Op, Pointwise, Program, Value, format_op, is_pure, substitute_inputs
+from tcomp.ir.program import ACC, Call, Network, Op, Pointwise, Program, Value, format_op, is_pure, substitute_inputs
 from tcomp.passmanager import Pass, PassContext, PassReport
 
 NAME = "cse"

@@ -29,11 +29,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from tcomp.ir import ACC, Call, EpilogueOp, Network, Op, Program, Value
+from tcomp.ir.program import ACC, Call, EpilogueOp, Network, Op, Program, Value
 from tcomp.passmanager import Pass, PassContext, PassReport
 
-from .convolution import conv_call
-from .weights import Constants, Names, WeightRecipe, cached_call, weight_recipe
+from tcomp.rewrite.convolution import conv_call
+from tcomp.rewrite.weights import Constants, Names, WeightRecipe, cached_call, weight_recipe
 
 NAME = "fold_bn"
 

@@ -19,11 +19,11 @@ scaling is linear), so networks fuse through it. Merging works across module bou
 """
 from __future__ import annotations
 
-from tcomp.indices import IndexPool, refine
-from tcomp.ir import ACC, EpilogueOp, Network, Pointwise, Program, Value
+from tcomp.ir.indices import IndexPool, refine
+from tcomp.ir.program import ACC, EpilogueOp, Network, Pointwise, Program, Value
 from tcomp.passmanager import Pass, PassContext, PassReport
-from tcomp.plan import ContractionPlan, default_pairs
-from tcomp.symbolic import as_size
+from tcomp.contract.plan import ContractionPlan, default_pairs
+from tcomp.ir.symbolic import as_size
 
 from .contraction_order import OPTIMAL_MAX, best_plan
 

@@ -44,15 +44,15 @@ import torch
 import torch.nn as nn
 import torch.utils._pytree as pytree
 
-from tcomp.calibrate import machine_key, cache_dir
-from tcomp.emit import emit
-from tcomp.ir import Call, Network, Op, Program, Value, substitute_inputs
+from tcomp.cost.machine import machine_key, cache_dir
+from tcomp.codegen.emit import emit
+from tcomp.ir.program import Call, Network, Op, Program, Value, substitute_inputs
 from tcomp.passmanager import Pass, PassContext, PassReport
 from tcomp.timing import in_turns, sync_for
 
 from .contraction_order import best_plan, result_stride_order
-from .convolution import conv_call
-from .weights import Constants, Names, cached_call, weight_recipe
+from tcomp.rewrite.convolution import conv_call
+from tcomp.rewrite.weights import Constants, Names, cached_call, weight_recipe
 
 NAME = "layout"
 CHANNELS_LAST = (0, 2, 3, 1)

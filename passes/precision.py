@@ -22,8 +22,8 @@ import time
 
 import torch
 
-from tcomp.candidates import Option, find_sites, propagate_dtypes, with_dtype
-from tcomp.ir import Call, Network, Pointwise, Program, Value, is_pure, substitute_inputs
+from tcomp.approx.sites import Option, find_sites, propagate_dtypes, with_dtype
+from tcomp.ir.program import Call, Network, Pointwise, Program, Value, is_pure, substitute_inputs
 from tcomp.passmanager import Pass, PassContext, PassReport
 
 NAME = "precision"
@@ -104,7 +104,7 @@ def throughout(program: Program, dtype: torch.dtype, example_inputs: tuple) -> P
     bf16 input.
     A convolution module reads its input cast to its weights' dtype (:mod:`tcomp.emit`), so a CNN's convolutions
     stay float32 here."""
-    from .weights import Names
+    from tcomp.rewrite.weights import Names
 
     if not all(is_pure(op) for op in program.ops):
         return None

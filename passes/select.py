@@ -38,12 +38,12 @@ from dataclasses import dataclass, field
 import torch
 from ortools.sat.python import cp_model
 
-from tcomp.calibration import Calibration, ProgramRunner, remembered
-from tcomp.candidates import (Option, Site, apply_conv, apply_structure, conv_factor_values, factor_values,
+from tcomp.approx.calibration import Calibration, ProgramRunner, remembered
+from tcomp.approx.sites import (Option, Site, apply_conv, apply_structure, conv_factor_values, factor_values,
                               propagate_dtypes, with_dtype)
-from tcomp.emit import emit
-from tcomp.ir import Call, Network, Program
-from tcomp.layertime import time_against, time_ops
+from tcomp.codegen.emit import emit
+from tcomp.ir.program import Call, Network, Program
+from tcomp.approx.option_time import time_against, time_ops
 from tcomp.timing import in_turns, median_time, sync_for
 from tcomp.passmanager import Pass, PassContext, PassReport
 
@@ -98,7 +98,7 @@ def site_replacement(op, site: Site, option: Option) -> tuple[list, list]:
 
 def _isolated_module(ops: list, batch: int | None, out_dtype: torch.dtype):
     """The ops as a callable over the values they read (names), returning the site's value in its dtype."""
-    from tcomp.layertime import subprogram
+    from tcomp.approx.option_time import subprogram
 
     prog = subprogram(ops, batch)
     prog = _planned(prog, PassContext((), False))
@@ -243,7 +243,7 @@ def apply_selection(program: Program, chosen: dict[str, Measured], example: tupl
 
 
 def _bias_value(site: Site, bias: torch.Tensor):
-    from tcomp.ir import Value
+    from tcomp.ir.program import Value
 
     p = torch.nn.Parameter(bias.detach().to(site.weight.dtype).clone())
     return Value(f"tcomp.{site.weight.name.replace('.', '_')}_bias", tuple(p.shape), p.dtype, kind="const", data=p,
@@ -252,7 +252,7 @@ def _bias_value(site: Site, bias: torch.Tensor):
 
 def _with_bias(net: Network, bias):
     """The network with its bias replaced (or added) by the value ``bias`` (AFM folds the output mean into it)."""
-    from tcomp.ir import ACC, EpilogueOp
+    from tcomp.ir.program import ACC, EpilogueOp
 
     rest = net.epilogue[1:] if net.epilogue and net.epilogue[0].fn == "add" else net.epilogue
     return net.replace(epilogue=(EpilogueOp("add", torch.add, (ACC, bias)),) + tuple(rest))
@@ -418,7 +418,7 @@ def _rounds(base: _Base, ctx: PassContext, cal: Calibration, budget: float | Non
         healed_curve, healed, unhealed = [], [], None
         err = cal.error(gm, held_out=True)
         if heal_config is not None and chosen:
-            from tcomp.heal import heal
+            from tcomp.approx.heal import heal
 
             params = [v.data for n, v in planned.constants.items() if n.startswith("tcomp.")]
             factors.see(params)
@@ -544,7 +544,7 @@ def run(program: Program, ctx: PassContext) -> tuple[Program, PassReport]:
 def _apply_fixed(program: Program, ctx: PassContext, fixed: dict[str, Option], report: PassReport):
     """Re-apply an earlier compilation's choices (a recompilation for another dtype, device or mode): the same
     options, the same trainable factors, no new measurement."""
-    from tcomp.candidates import find_sites
+    from tcomp.approx.sites import find_sites
 
     from .precision import throughout
 

@@ -30,12 +30,12 @@ import operator
 
 import torch
 
-from tcomp.ir import Call, Dims, Network, Op, Program, Value, format_op
+from tcomp.ir.program import Call, Dims, Network, Op, Program, Value, format_op
 from tcomp.passmanager import Pass, PassContext, PassReport
 
 from .contraction_order import best_plan
 from .cse import mutation
-from .weights import Names
+from tcomp.rewrite.weights import Names
 
 NAME = "select_through"
 

@@ -20,12 +20,12 @@ import math
 
 import torch
 
-from tcomp.calibration import remembered, site_statistics
-from tcomp.candidates import Option, find_sites
-from tcomp.ir import Program
+from tcomp.approx.calibration import remembered, site_statistics
+from tcomp.approx.sites import Option, find_sites
+from tcomp.ir.program import Program
 from tcomp.passmanager import Pass, PassContext, PassReport
 
-from .factorize import activation_aware_svd, btt, cur, kronecker, monarch, output_projection, truncated_svd
+from tcomp.approx.factorize import activation_aware_svd, btt, cur, kronecker, monarch, output_projection, truncated_svd
 
 NAME = "structured"
 DEFAULT_METHODS = ("asvd", "monarch", "btt")

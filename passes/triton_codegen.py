@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import torch
 
-from tcomp.ir import ACC, Network, Program, Value
+from tcomp.ir.program import ACC, Network, Program, Value
 from tcomp.passmanager import Pass, PassContext, PassReport
 
 NAME = "triton_codegen"
@@ -24,7 +24,7 @@ _ACTIVATIONS = {"relu": "relu", "silu": "silu", "sigmoid": "sigmoid", "tanh": "t
 
 
 def wants_kernels(ctx: PassContext) -> bool:
-    from tcomp.kernels import triton_available
+    from tcomp.codegen.kernels import triton_available
 
     choice = ctx.options.get("kernels", "auto")
     if choice == "torch":

@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import torch
 
-from tcomp.calibration import remembered
-from tcomp.candidates import Option, find_sites
-from tcomp.ir import Call, Program
+from tcomp.approx.calibration import remembered
+from tcomp.approx.sites import Option, find_sites
+from tcomp.ir.program import Call, Program
 from tcomp.passmanager import Pass, PassContext, PassReport
 
-from .factorize import cp, mode_singular_values, tucker2, tucker_packing
+from tcomp.approx.factorize import cp, mode_singular_values, tucker2, tucker_packing
 
 NAME = "tucker"
 BUDGETS = (1 / 2, 1 / 4, 1 / 8)

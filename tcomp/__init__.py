@@ -4,8 +4,8 @@
 returns an ordinary ``nn.Module``. See README.md and docs/.
 """
 from .api import CompiledModule, TcompWarning, compile
-from .capture import CaptureError
-from .heal import HealConfig
+from tcomp.frontend.capture import CaptureError
+from tcomp.approx.heal import HealConfig
 from .passmanager import VerificationError
 
 __version__ = "0.1.1"

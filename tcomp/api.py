@@ -24,12 +24,12 @@ import torch
 import torch.fx as fx
 import torch.nn as nn
 
-from .calibration import Calibration, calibration_key, content_digest
-from .capture import CaptureError, capture, preserved_state
-from .heal import HealConfig
-from .metrics import get_metric
-from .emit import emit
-from .lower import lower
+from tcomp.approx.calibration import Calibration, calibration_key, content_digest
+from tcomp.frontend.capture import CaptureError, capture, preserved_state
+from tcomp.approx.heal import HealConfig
+from tcomp.approx.metrics import get_metric
+from tcomp.codegen.emit import emit
+from tcomp.frontend.lower import lower
 from .numerics import compare
 from .passmanager import PassContext, run_pipeline, select_passes
 from .report import CompileReport
@@ -74,7 +74,7 @@ class Options:
         if self.backend not in BACKENDS:
             raise ValueError(f"backend={self.backend!r}: choose one of {BACKENDS}")
         if self.memory_budget is not None:
-            from tcomp.passes.rematerialize.training import check_budget
+            from tcomp.remat.result import check_budget
 
             check_budget(self.memory_budget)
         if self.approximate:
@@ -85,7 +85,7 @@ class Options:
                 raise ValueError(f"tolerance must be positive, got {self.tolerance!r}")
             if self.target_speedup is not None and not self.target_speedup > 1:
                 raise ValueError(f"target_speedup must be above 1, got {self.target_speedup!r}")
-            from .metrics import get_metric
+            from tcomp.approx.metrics import get_metric
 
             get_metric(self.metric)
         elif self.heal is not None:
@@ -340,7 +340,7 @@ def kernel_sources(gm: fx.GraphModule) -> str:
     kernels = getattr(gm, "tcomp_kernels", [])
     if not kernels:
         return ""
-    from .kernels import kernel_source
+    from tcomp.codegen.kernels import kernel_source
 
     parts = ["\n# ---- generated Triton kernels ----"]
     for eq, signature in kernels:
@@ -438,7 +438,7 @@ def _backend(choice: str, program, modules, gm: fx.GraphModule, example: tuple, 
     of the two is faster on the example inputs ("auto"). Returns (runner, notes for the report)."""
     if choice == "eager":
         return gm, []
-    from .inductor import compile_with_inductor
+    from tcomp.codegen.inductor import compile_with_inductor
     from .timing import median_time
 
     t0 = time.perf_counter()

@@ -13,8 +13,8 @@ from typing import Any, Callable
 
 import torch
 
-from .ir import Program
-from .symbolic import Size
+from tcomp.ir.program import Program
+from tcomp.ir.symbolic import Size
 
 
 @dataclass
@@ -99,7 +99,7 @@ def run_pipeline(program: Program, passes: list[Pass], ctx: PassContext,
                  progress: Callable[[str], None] | None = None) -> PipelineResult:
     """Run ``passes`` in order. ``check(program)`` returns None when the program is still correct, else a
     description of the mismatch (used by ``verify=True``)."""
-    from .cost import op_cost
+    from tcomp.cost.model import op_cost
 
     reports: list[PassReport] = []
     snapshots = [("lowered", program.format())]
@@ -127,6 +127,6 @@ def _total_flops(program: Program, op_cost) -> Size:
     total: Size = 0
     for op in program.ops:
         total = total + op_cost(op).flops
-    from .symbolic import as_size
+    from tcomp.ir.symbolic import as_size
 
     return as_size(total)

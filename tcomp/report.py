@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .passmanager import PassReport, _jsonable
-from .symbolic import Size, evaluate
+from tcomp.ir.symbolic import Size, evaluate
 
 
 @dataclass

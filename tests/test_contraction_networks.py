@@ -7,8 +7,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import tcomp
-from tcomp.ir import Network
-from tcomp.plan import default_pairs, plan_network
+from tcomp.ir.program import Network
+from tcomp.contract.plan import default_pairs, plan_network
 
 
 @st.composite

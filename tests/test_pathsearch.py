@@ -18,8 +18,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tcomp import pathsearch
-from tcomp.pathsearch import SearchResult, contraction_cost, search
+from tcomp.contract import pathsearch
+from tcomp.contract.pathsearch import SearchResult, contraction_cost, search
 
 
 # -- helpers -------------------------------------------------------------------------------------------------

@@ -1,17 +1,11 @@
-"""Rematerialization under a memory budget: Moccasin (Bartan et al., ICML 2023) on OR-Tools CP-SAT.
+"""rematerialize: a model's training step under a memory budget.
 
-`schedule` finds the cheapest order of computations (with recomputations) of a DAG whose simulated peak memory
-fits a budget, and `simulate` gives the peak of any such order; `rematerialize_module` applies them to a model's
-training step (AOTAutograd joint graph, coarsened), and `measure_peak_memory` measures a step's peak. See
+The one pass that works on the emitted module's training step rather than on the Program: AOTAutograd's joint
+forward+backward graph is made lean (in-place backward kernels), coarsened to layer-level groups, scheduled by
+:func:`tcomp.remat.schedule` (Moccasin on CP-SAT) and partitioned into forward and backward graphs that keep or
+recompute what the schedule says. :func:`tcomp.remat.measure_peak_memory` measures a step's peak. See
 docs/passes/rematerialize.md.
 """
-from .measure import measure_peak_memory
-from .result import BudgetInfeasibleError, Schedule, ScheduleError
-from .simulate import simulate
-from .solve import schedule
-from .training import RematerializedModule, RematReport, rematerialize_module
+from .training import RematerializedModule, RematReport, check_budget, rematerialize_module
 
-__all__ = [
-    "BudgetInfeasibleError", "RematReport", "RematerializedModule", "Schedule", "ScheduleError",
-    "measure_peak_memory", "rematerialize_module", "schedule", "simulate",
-]
+__all__ = ["RematReport", "RematerializedModule", "check_budget", "rematerialize_module"]

@@ -52,9 +52,9 @@ from torch._functorch._aot_autograd.utils import _is_tangent
 from torch.utils import _pytree as pytree
 from torch.utils.flop_counter import flop_registry
 
-from tcomp.cost import MachineModel
+from tcomp.cost.model import MachineModel
 
-from .problem import RECOMPUTABLE
+from tcomp.remat.problem import RECOMPUTABLE
 
 SINK = "outputs"
 """The virtual last node of the coarse graph: it reads every output of the joint graph."""

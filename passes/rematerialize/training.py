@@ -28,15 +28,15 @@ import torch
 from torch import nn
 from torch.utils import _pytree as pytree
 
-from tcomp.cost import machine_model
+from tcomp.cost.model import machine_model
 
 from .coarsen import COMPUTE, MEMORY, WORKSPACE, CoarseGraph, coarsen
 from .lean_ops import make_lean
-from .measure import measure_peak_memory, op_workspaces
+from tcomp.remat.measure import measure_peak_memory, op_workspaces
 from .partition import partition
-from .simulate import memory_profile
-from .result import BudgetInfeasibleError, Schedule
-from .solve import schedule
+from tcomp.remat.simulate import memory_profile
+from tcomp.remat.result import BudgetInfeasibleError, Schedule, check_budget
+from tcomp.remat.solve import schedule
 
 ATTEMPTS = 3
 """Traces and solves at most this many times to bring the measured peak under the target."""
@@ -253,16 +253,6 @@ def _sum_of_outputs(outputs: object) -> torch.Tensor:
     if not leaves:
         raise ValueError("the model's outputs do not require grad: there is no training step to rematerialize")
     return sum(t.sum() for t in leaves)
-
-
-def check_budget(budget: float | int) -> None:
-    """Raise TypeError / ValueError unless `budget` is a fraction in (0, 1] or a positive number of bytes."""
-    if isinstance(budget, bool) or not isinstance(budget, (int, float)):
-        raise TypeError(f"budget must be a float fraction of eager's peak or an int of bytes, got {budget!r}")
-    if isinstance(budget, float) and not 0.0 < budget <= 1.0:
-        raise ValueError(f"a fractional budget must be in (0, 1], got {budget}")
-    if isinstance(budget, int) and budget <= 0:
-        raise ValueError(f"a budget in bytes must be positive, got {budget}")
 
 
 def _input_meta(args: tuple) -> list[tuple]:

@@ -2,9 +2,9 @@
 ratio; a reference time cached under load is lowered by a later, quieter measurement instead of kept for good."""
 import torch
 
-from tcomp import layertime
-from tcomp.candidates import with_dtype
-from tcomp.ir import Network, Value
+from tcomp.approx import option_time as layertime
+from tcomp.approx.sites import with_dtype
+from tcomp.ir.program import Network, Value
 
 
 def _linear(d_in=256, d_out=256, rows=512):

@@ -9,7 +9,7 @@ import torch.nn as nn
 from test_select import _batches, _flop_time, deterministic_layer_times
 
 import tcomp
-from tcomp.calibration import RESULTS, MeasurementStore, content_digest
+from tcomp.approx.calibration import RESULTS, MeasurementStore, content_digest
 
 
 class Small(nn.Module):

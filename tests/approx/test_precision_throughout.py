@@ -10,10 +10,10 @@ import torch.nn as nn
 from test_select import _op_cost_time, deterministic_layer_times
 
 import tcomp
-from tcomp.capture import capture
-from tcomp.emit import emit
-from tcomp.ir import Call, Network, Pointwise
-from tcomp.lower import lower
+from tcomp.frontend.capture import capture
+from tcomp.codegen.emit import emit
+from tcomp.ir.program import Call, Network, Pointwise
+from tcomp.frontend.lower import lower
 from tcomp.passes.precision import throughout
 
 
@@ -59,7 +59,7 @@ def _modules(program):
 def _one_site_in_bf16(model, inputs: tuple, site: str | None = None):
     """``model``'s lowered program with one site (``site``, else its only linear site) in bf16 — its plain
     precision option applied, dtypes propagated — as the selection would apply it."""
-    from tcomp.candidates import Option, find_sites
+    from tcomp.approx.sites import Option, find_sites
     from tcomp.passes.select import Measured, apply_selection
 
     program = lower(capture(model, inputs), type(model).__name__.lower())
@@ -124,7 +124,7 @@ def test_a_convolution_module_runs_in_its_weights_dtype():
 
 def _op_cost_time_ops(ops, batch, training=False, repeats=9):
     """The same for a site's ops in isolation (tcomp.layertime.time_ops), on the same scale."""
-    from tcomp.layertime import _runnable, subprogram
+    from tcomp.approx.option_time import _runnable, subprogram
 
     return _op_cost_time(*_runnable(subprogram(ops, batch), batch or 1, training))
 
@@ -156,16 +156,16 @@ def test_the_selection_keeps_the_bf16_throughout_base_when_it_is_fastest_and_rec
 
 
 def test_with_heal_only_the_base_predicted_fastest_is_healed(deterministic_times, monkeypatch):
-    import tcomp.heal
+    import tcomp.approx.heal
 
     healed_programs = []
-    real_heal = tcomp.heal.heal
+    real_heal = tcomp.approx.heal.heal
 
     def counting_heal(gm, *args):
         healed_programs.append(gm)
         return real_heal(gm, *args)
 
-    monkeypatch.setattr(tcomp.heal, "heal", counting_heal)
+    monkeypatch.setattr(tcomp.approx.heal, "heal", counting_heal)
     model = TinyEncoder().eval()
     g = torch.Generator().manual_seed(3)
     cal = [torch.randint(0, 100, (8, 16), generator=g) for _ in range(4)]

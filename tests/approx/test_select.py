@@ -6,7 +6,7 @@ import torch.nn as nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import tcomp
-from tcomp.ir import Network
+from tcomp.ir.program import Network
 
 
 class LowRankMLP(nn.Module):
@@ -37,8 +37,8 @@ def _relative(a, b):
 def _flop_time(ops, batch, training=False, repeats=9):
     """A deterministic stand-in for the measured time of ``ops`` (``tcomp.layertime.time_ops``): 1 ns per FLOP of
     their networks plus 1 µs per op, so that which options are faster does not depend on the machine's load."""
-    from tcomp.plan import network_cost
-    from tcomp.symbolic import evaluate
+    from tcomp.contract.plan import network_cost
+    from tcomp.ir.symbolic import evaluate
 
     flops = sum(evaluate(network_cost(op).flops, batch or 1) for op in ops if isinstance(op, Network))
     return float(flops) * 1e-9 + 1e-6 * len(ops)
@@ -155,7 +155,7 @@ def test_heal_reduces_the_error(monkeypatch):
 
 
 def test_healing_that_raises_the_held_out_error_is_not_kept(monkeypatch):
-    import tcomp.heal
+    import tcomp.approx.heal
 
     def harmful_heal(gm, params, *args):
         with torch.no_grad():
@@ -164,7 +164,7 @@ def test_healing_that_raises_the_held_out_error_is_not_kept(monkeypatch):
         return [1.0, 0.5]
 
     deterministic_layer_times(monkeypatch)
-    monkeypatch.setattr(tcomp.heal, "heal", harmful_heal)
+    monkeypatch.setattr(tcomp.approx.heal, "heal", harmful_heal)
     model = LowRankMLP(d=256, rank=96, seed=3).eval()
     cal = _batches(4, 256, 256)
     plain = tcomp.compile(model, cal[0], tolerance=0.3, calibration=cal, structures=("asvd",))
@@ -244,7 +244,7 @@ def _with_site_in_bf16(model, cal, site="fc1"):
 def test_a_bf16_layer_read_by_a_layer_kept_in_fp32():
     """fc1 in bf16 and fc2 (and head) kept fp32: the fp32 networks cast the bf16 activation up — also while the
     selection propagates the new dtypes (the recorded ones are stale then) — and the output stays float32."""
-    from tcomp.emit import emit
+    from tcomp.codegen.emit import emit
 
     model = LowRankMLP(d=64, rank=4).eval()
     cal = _batches(3, 16, 64)
@@ -276,7 +276,7 @@ class PermutedBetween(nn.Module):
 def test_a_bf16_layer_read_through_a_relabel_by_a_layer_kept_in_fp32():
     """Propagating dtypes must carry bf16 through a relabel (it used to be cast to its stale recorded float32 there,
     so the fp32 layer after it was not told to cast its input up: a dtype error in ViT-tiny's selection)."""
-    from tcomp.emit import emit
+    from tcomp.codegen.emit import emit
 
     model = PermutedBetween().eval()
     cal = _batches(3, 16, 64)

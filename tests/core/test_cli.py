@@ -6,7 +6,7 @@ import textwrap
 
 import pytest
 
-from tcomp.cli import main
+from tcomp.cli.main import main
 
 
 def test_zoo_lists_every_model(capsys):

@@ -4,8 +4,8 @@ import math
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tcomp.indices import IndexPool, canonical_names, refine
-from tcomp.symbolic import B
+from tcomp.ir.indices import IndexPool, canonical_names, refine
+from tcomp.ir.symbolic import B
 
 
 def test_refine_split_and_merge():

@@ -7,10 +7,10 @@ import torch
 import torch.nn as nn
 
 import tcomp
-from tcomp.emit import emit
-from tcomp.ir import Call
+from tcomp.codegen.emit import emit
+from tcomp.ir.program import Call
 from tcomp.numerics import compare
-from tcomp.runtime import CachedFunction
+from tcomp.codegen.folded import CachedFunction
 from tcomp.zoo import get_entry
 
 
@@ -25,9 +25,9 @@ def test_the_inductor_backend_equals_eager_on_small_zoo_models(name):
 
 
 def _bf16_program():
-    from tcomp.candidates import Option, find_sites
-    from tcomp.capture import capture
-    from tcomp.lower import lower
+    from tcomp.approx.sites import Option, find_sites
+    from tcomp.frontend.capture import capture
+    from tcomp.frontend.lower import lower
     from tcomp.passes.select import Measured, apply_selection
 
     torch.manual_seed(0)
@@ -59,7 +59,7 @@ def test_weight_casts_are_buffers_when_a_graph_compiler_reads_the_module():
 def test_a_bf16_program_compiles_with_inductor_without_recompiling(monkeypatch):
     import torch._dynamo
 
-    from tcomp.inductor import compile_with_inductor
+    from tcomp.codegen.inductor import compile_with_inductor
 
     model, x, program, modules = _bf16_program()
     torch._dynamo.reset()

@@ -8,9 +8,9 @@ import torch
 from torch import nn
 
 import tcomp
-from tcomp.cli import main, parse_budget
-from tcomp.inspect_html import sparkline
-from tcomp.passes.rematerialize import BudgetInfeasibleError
+from tcomp.cli.main import main, parse_budget
+from tcomp.cli.html import sparkline
+from tcomp.remat import BudgetInfeasibleError
 
 
 def activation_heavy_mlp() -> nn.Module:
@@ -165,7 +165,7 @@ def test_inspect_rejects_bad_budgets_with_a_message(budget, capsys):
 def test_native_stderr_is_restored_after_an_exception():
     import os
 
-    from tcomp.passes.rematerialize.measure import _native_stderr_silenced
+    from tcomp.remat.measure import _native_stderr_silenced
 
     before = os.fstat(2)
     with pytest.raises(RuntimeError), _native_stderr_silenced():

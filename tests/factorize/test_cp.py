@@ -4,7 +4,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tcomp.passes.factorize import cp, cp_als
+from tcomp.approx.factorize import cp, cp_als
 
 
 def outer(*vectors):

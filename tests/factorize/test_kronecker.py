@@ -4,7 +4,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tcomp.passes.factorize import kronecker
+from tcomp.approx.factorize import kronecker
 
 
 def relative_error(approx, exact):

@@ -4,7 +4,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tcomp.passes.factorize import (CalibrationStats, activation_aware_svd, cur, output_projection,
+from tcomp.approx.factorize import (CalibrationStats, activation_aware_svd, cur, output_projection,
                                     truncated_svd)
 
 

@@ -4,8 +4,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tcomp.passes.factorize import btt, monarch
-from tcomp.passes.factorize.monarch import block_network
+from tcomp.approx.factorize import btt, monarch
+from tcomp.approx.factorize.monarch import block_network
 
 
 def relative_error(approx, exact):

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from tcomp.passes.factorize import FactorNetwork
+from tcomp.approx.factorize import FactorNetwork
 
 
 def _low_rank(o=5, r=2, i=3, trailing=()):

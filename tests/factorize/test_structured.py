@@ -4,8 +4,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tcomp.passes.factorize.monarch import block_network
-from tcomp.structured import STRUCTURES, Linear, mup_std, near_sqrt_divisor
+from tcomp.approx.factorize.monarch import block_network
+from tcomp.approx.layers import STRUCTURES, Linear, mup_std, near_sqrt_divisor
 
 CASES = [("dense", {}), ("lowrank", {"rank": 4}), ("monarch", {}), ("monarch", {"blocks": (3, 4)}),
          ("btt", {"rank": 2}), ("btt", {"blocks": 4, "rank": 3}), ("kronecker", {"terms": 3}),

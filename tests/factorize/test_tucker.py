@@ -4,8 +4,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tcomp.passes.factorize import mode_singular_values, tucker, tucker2
-from tcomp.passes.factorize.tucker import reconstruct
+from tcomp.approx.factorize import mode_singular_values, tucker, tucker2
+from tcomp.approx.factorize.tucker import reconstruct
 
 
 def relative_error(approx, exact):

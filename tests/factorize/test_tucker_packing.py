@@ -6,7 +6,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tcomp.passes.factorize import (greedy_packing, mode_singular_values, packing_cost, tucker,
+from tcomp.approx.factorize import (greedy_packing, mode_singular_values, packing_cost, tucker,
                                     tucker_packing)
 
 

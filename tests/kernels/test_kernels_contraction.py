@@ -10,8 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from kernel_test_support import LAYOUTS, make_operand, tolerance
 
-from tcomp.kernels import ACTIVATIONS, Epilogue, contract_pair, kernel_source, runtime
-from tcomp.kernels.contraction import INTERPRETER_CONFIG, plan_contraction
+from tcomp.codegen.kernels import ACTIVATIONS, Epilogue, contract_pair, kernel_source, runtime
+from tcomp.codegen.kernels.contraction import INTERPRETER_CONFIG, plan_contraction
 
 # e^x overflowing to inf is how the sigmoid-based activations saturate; numpy (the interpreter) warns about it.
 pytestmark = pytest.mark.filterwarnings("ignore:overflow encountered in exp:RuntimeWarning")

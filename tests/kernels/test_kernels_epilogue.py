@@ -5,8 +5,8 @@ import math
 import pytest
 import torch
 
-from tcomp.kernels import ACTIVATIONS, Activation, AddTensor, Epilogue, Scale, contract_pair
-from tcomp.kernels.epilogue import epilogue_params, epilogue_source, signature_of
+from tcomp.codegen.kernels import ACTIVATIONS, Activation, AddTensor, Epilogue, Scale, contract_pair
+from tcomp.codegen.kernels.epilogue import epilogue_params, epilogue_source, signature_of
 
 pytestmark = pytest.mark.filterwarnings("ignore:overflow encountered in exp:RuntimeWarning")
 

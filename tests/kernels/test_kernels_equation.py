@@ -6,7 +6,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tcomp.kernels.equation import PairwiseEquation
+from tcomp.codegen.kernels.equation import PairwiseEquation
 
 
 def test_roles_of_attention_scores():

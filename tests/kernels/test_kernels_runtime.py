@@ -4,8 +4,8 @@ import importlib.util
 import pytest
 import torch
 
-from tcomp.kernels import contraction, monarch, runtime, triton_available
-from tcomp.kernels.epilogue import Epilogue
+from tcomp.codegen.kernels import contraction, monarch, runtime, triton_available
+from tcomp.codegen.kernels.epilogue import Epilogue
 
 
 def test_triton_availability_follows_the_interpreter_setting(monkeypatch):
@@ -66,7 +66,7 @@ def _nvidia_toolchain() -> bool:
 def test_kernels_compile_for_hopper_without_spilling():
     """The GPU path, compiled offline for sm_90 with a configuration each: the contraction with an epilogue uses
     wgmma, and neither kernel spills registers."""
-    from tcomp.kernels.offline import compile_for_target
+    from tcomp.codegen.kernels.offline import compile_for_target
 
     meta = {"device": "meta", "dtype": torch.float16}
     launch = contraction.plan_contraction("btd,fd->btf", torch.empty(4, 512, 1024, **meta),

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import tcomp
-from tcomp.ir import Network
+from tcomp.ir.program import Network
 from tcomp.numerics import compare
 from tcomp.zoo import entries, get_entry
 
@@ -90,8 +90,8 @@ def test_gradients_flow_through_kernel_networks():
 
 
 def test_inspect_kernels_shows_sources(capsys):
-    from tcomp.cli import main
+    from tcomp.cli.main import main
 
     assert main(["inspect", "zoo:mlp", "--batch", "2", "--kernels"]) == 0
     out = capsys.readouterr().out
-    assert "@triton.jit" in out and "tcomp_kernels_dispatch_contract" in out
+    assert "@triton.jit" in out and "tcomp_codegen_kernels_dispatch_contract" in out

@@ -3,8 +3,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from remat_helpers import dags, layered_graph, make_graph, naive_peak
 
-from tcomp.passes.rematerialize.heuristic import greedy_schedule
-from tcomp.passes.rematerialize.problem import Problem, drop_unread_recomputations, staged_steps
+from tcomp.remat.heuristic import greedy_schedule
+from tcomp.remat.problem import Problem, drop_unread_recomputations, staged_steps
 
 
 def problem_of(graph, max_computations=2):

@@ -11,9 +11,9 @@ from torch.fx.experimental.proxy_tensor import make_fx
 
 from tcomp.passes.rematerialize.coarsen import MEMORY, coarsen
 from tcomp.passes.rematerialize.lean_ops import batch_norm_backward, log_softmax_backward_, make_lean
-from tcomp.passes.rematerialize.measure import measure_peak_memory
-from tcomp.cost import MachineModel
-from tcomp.remat import rematerialize_module
+from tcomp.remat.measure import measure_peak_memory
+from tcomp.cost.model import MachineModel
+from tcomp.passes.rematerialize import rematerialize_module
 from tcomp.zoo.gpt2 import GPT2, GPT2Config
 
 from test_training import assert_same_step, joint_graph_of, stem_net

@@ -1,9 +1,14 @@
-"""tcomp.remat re-exports the pass's public names."""
+"""tcomp.remat is the solver as a library (schedule, simulate, measure); tcomp.passes.rematerialize applies it to a
+training step."""
 import tcomp.passes.rematerialize as rematerialize
 import tcomp.remat
 
 
-def test_public_names_are_the_pass_objects():
-    for name in tcomp.remat.__all__:
-        assert getattr(tcomp.remat, name) is getattr(rematerialize, name)
-    assert {"schedule", "simulate", "Schedule", "BudgetInfeasibleError"} <= set(tcomp.remat.__all__)
+def test_library_and_pass_names():
+    for module in (tcomp.remat, rematerialize):
+        for name in module.__all__:
+            assert getattr(module, name).__doc__, f"{module.__name__}.{name} has no docstring"
+    assert {"schedule", "simulate", "Schedule", "BudgetInfeasibleError", "measure_peak_memory"} <= set(
+        tcomp.remat.__all__)
+    assert {"rematerialize_module", "RematReport", "check_budget"} <= set(rematerialize.__all__)
+    assert rematerialize.check_budget is tcomp.remat.result.check_budget

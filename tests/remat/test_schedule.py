@@ -7,8 +7,8 @@ from remat_helpers import (
     SHARED_GRAPHS, brute_force_min_compute, check_schedule_shape, dags, layered_graph, load_checkmate, make_graph,
 )
 
-from tcomp.passes.rematerialize.heuristic import greedy_schedule
-from tcomp.passes.rematerialize.problem import Problem
+from tcomp.remat.heuristic import greedy_schedule
+from tcomp.remat.problem import Problem
 from tcomp.remat import BudgetInfeasibleError, schedule, simulate
 
 SMALL = make_graph([4, 5, 7, 1, 8], [1, 1, 5, 2, 8], [(0, 1), (0, 2), (0, 3), (1, 3), (2, 4)])

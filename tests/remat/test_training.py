@@ -7,11 +7,12 @@ from torch import nn
 from torch._dynamo.backends.debugging import boxed_nop
 from torch._functorch.aot_autograd import aot_module_simplified
 
-from tcomp.cost import MachineModel
+from tcomp.cost.model import MachineModel
 from tcomp.passes.rematerialize.coarsen import COMPUTE, LOSS, MEMORY, SINK, TANGENTS, WORKSPACE, coarsen, is_view
-from tcomp.passes.rematerialize.measure import op_workspaces
-from tcomp.passes.rematerialize.simulate import memory_profile
-from tcomp.remat import BudgetInfeasibleError, measure_peak_memory, rematerialize_module
+from tcomp.remat.measure import op_workspaces
+from tcomp.remat.simulate import memory_profile
+from tcomp.passes.rematerialize import rematerialize_module
+from tcomp.remat import BudgetInfeasibleError, measure_peak_memory
 from tcomp.zoo import get_entry
 
 

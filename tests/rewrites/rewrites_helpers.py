@@ -11,7 +11,7 @@ import torch.nn as nn
 
 import tcomp
 import tcomp.passes
-from tcomp.ir import Call
+from tcomp.ir.program import Call
 from tcomp.numerics import compare
 from tcomp.passes import (algebraic, contraction_order, conv_calls, cse, epilogue, fold_bn, fuse_networks, layout,
                           select_through)

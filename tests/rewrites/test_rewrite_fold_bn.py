@@ -11,9 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from rewrites_helpers import assert_forward_equal, assert_gradients_equal, compiled, module_calls, ops_of, pipeline
 
-from tcomp.ir import Call, Network
+from tcomp.ir.program import Call, Network
 from tcomp.passes import contraction_order, fold_bn, fuse_networks
-from tcomp.runtime import CachedFunction
+from tcomp.codegen.folded import CachedFunction
 
 PASSES = [fold_bn.PASS, fuse_networks.PASS, contraction_order.PASS]
 

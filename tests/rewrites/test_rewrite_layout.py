@@ -14,10 +14,10 @@ from hypothesis import strategies as st
 from rewrites_helpers import (assert_forward_equal, assert_gradients_equal, compiled, layout_pass, ops_of, pipeline,
                               report_of, simplify_passes)
 
-from tcomp.ir import Call, Network, Program
+from tcomp.ir.program import Call, Network, Program
 from tcomp.passes import contraction_order, fold_bn, fuse_networks, layout
 from tcomp.passmanager import PassContext
-from tcomp.runtime import CachedFunction
+from tcomp.codegen.folded import CachedFunction
 
 CHANNELS_LAST = [fold_bn.PASS, layout_pass("channels_last"), fuse_networks.PASS, contraction_order.PASS]
 

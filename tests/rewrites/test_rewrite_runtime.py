@@ -7,7 +7,7 @@ import torch.nn as nn
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tcomp.runtime import CachedFunction, Compose, FoldedConstant, describe
+from tcomp.codegen.folded import CachedFunction, Compose, FoldedConstant, describe
 
 
 def _counting(fn):

@@ -1,0 +1,118 @@
+"""The one on-disk cache: every measurement tcomp keeps across processes, in one format.
+
+What is kept: the cost model's machine constants (:mod:`tcomp.cost.machine`), the time of a layer and of an
+option against it (:mod:`tcomp.approx.option_time`), a model's option measurements (:mod:`tcomp.approx.measurements`)
+and the two layouts' times of a program (:mod:`passes.layout`). Each is a :class:`DiskCache` table: one JSON file
+``<dir>/<name>-<machine key>[-<scope>].json`` holding ``{"format": 1, "machine": <key>, "entries": {...}}``.
+
+- **Machine key.** Measured times belong to the machine that measured them: the processor, the CPU capability
+  torch dispatches to (``ATEN_CPU_CAPABILITY``, ``ONEDNN_MAX_CPU_ISA``: an AVX2 run of an AVX-512 machine is
+  another machine), the torch version and the number of threads. A file of another machine key is not read.
+- **Never trusted.** JSON only (nothing is unpickled). A file that does not parse, has another format or machine
+  key, or whose ``entries`` is not an object is ignored with a :class:`CacheWarning` and rewritten at the next
+  write; a single entry of the wrong kind is treated as missing by the reader's ``valid`` check.
+- **Atomic.** A write goes to a temporary file renamed over the table, after merging what another process wrote
+  meanwhile, so an interrupted compilation keeps what it measured and two processes keep both.
+- **Where.** ``TCOMP_CACHE_DIR`` (default ``~/.cache/tcomp``). A cache that cannot be written (read-only, a
+  directory in the file's place) costs only the next process its measurements.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import platform
+import threading
+import warnings
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+FORMAT = 1
+
+
+class CacheWarning(UserWarning):
+    """A cache file was unreadable or not tcomp's, and is ignored (and rewritten at the next write)."""
+
+
+def cache_dir() -> Path:
+    """``TCOMP_CACHE_DIR``, default ``~/.cache/tcomp``."""
+    return Path(os.environ.get("TCOMP_CACHE_DIR", Path.home() / ".cache" / "tcomp"))
+
+
+def machine_key() -> str:
+    """What measured times depend on, hashed: the processor, the CPU capability torch dispatches to and the oneDNN
+    ISA limit, the torch version, the thread count and the device."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    capability = torch.backends.cpu.get_cpu_capability()
+    isa = os.environ.get("ONEDNN_MAX_CPU_ISA", "")
+    raw = f"{cpu}|{capability}|{isa}|{torch.__version__}|{torch.get_num_threads()}|cpu"
+    return hashlib.sha1(raw.encode()).hexdigest()[:16]
+
+
+class DiskCache:
+    """One table of the cache (see the module docstring): string keys, JSON values. :meth:`open` shares one
+    instance per file within a process, so a file is read once."""
+
+    MISSING = object()   # what :meth:`get` returns for an absent or rejected entry (None is a valid value)
+    _open: dict[str, "DiskCache"] = {}
+
+    def __init__(self, path: Path, machine: str):
+        self.path = path
+        self.machine = machine
+        self.entries: dict[str, Any] = self._read()
+
+    @classmethod
+    def open(cls, name: str, scope: str = "") -> "DiskCache":
+        machine = machine_key()
+        path = cache_dir() / f"{name}-{machine}{'-' + scope if scope else ''}.json"
+        if str(path) not in cls._open:
+            cls._open[str(path)] = cls(path, machine)
+        return cls._open[str(path)]
+
+    def get(self, key: str, valid: Callable[[Any], bool] = lambda v: True) -> Any:
+        """The entry, or :attr:`MISSING` when there is none or ``valid`` rejects it."""
+        value = self.entries.get(key, self.MISSING)
+        return value if value is not self.MISSING and valid(value) else self.MISSING
+
+    def put(self, key: str, value: Any) -> None:
+        """Record one entry; the file also gets what another process wrote meanwhile (read, merge, rename)."""
+        self.entries[key] = value
+        self.entries = {**self._read(quiet=True), **self.entries}
+        text = json.dumps({"format": FORMAT, "machine": self.machine, "entries": self.entries})
+        tmp = self.path.with_name(f"{self.path.name}.tmp{os.getpid()}-{threading.get_ident()}")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            tmp.write_text(text)
+            tmp.replace(self.path)
+        except OSError:  # read-only, or a directory in the file's place: only the next process loses out
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+
+    def _read(self, quiet: bool = False) -> dict[str, Any]:
+        if not self.path.exists():
+            return {}
+        try:
+            data = json.loads(self.path.read_text())
+        except (OSError, ValueError) as err:
+            return self._ignored(f"unreadable ({type(err).__name__})", quiet)
+        if not (isinstance(data, dict) and data.get("format") == FORMAT and data.get("machine") == self.machine
+                and isinstance(data.get("entries"), dict)):
+            return self._ignored("not a tcomp cache table of this format and machine", quiet)
+        return data["entries"]
+
+    def _ignored(self, why: str, quiet: bool) -> dict:
+        if not quiet:
+            warnings.warn(f"tcomp: ignoring the cache file {self.path}: {why}; it is rewritten at the next "
+                          f"measurement", CacheWarning, stacklevel=4)
+        return {}

@@ -1,0 +1,4 @@
+"""The ``tcomp`` command line."""
+from .main import main
+
+__all__ = ["main"]

@@ -1,0 +1,154 @@
+"""The cost model: FLOPs, memory traffic, transposition copies and kernel launches, priced in seconds.
+
+Every quantity is a size expression (an ``int`` or a sympy expression in the batch symbol ``B``), so a plan's cost
+can be evaluated over a range of batch sizes. The time of a cost is a roofline-style sum
+
+    time = flops / gemm_rate + bytes / bandwidth + copy_bytes / copy_bandwidth + launches * launch_overhead
+
+whose four constants are measured once per machine by :mod:`tcomp.calibrate` (cached on disk) and documented in
+docs/passes/contraction_order.md. The model is deliberately simple: it must rank contraction orders and layouts,
+not predict wall time to the microsecond.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import sympy
+import torch
+
+from tcomp.ir.symbolic import B, Size, as_size, evaluate
+
+
+@dataclass
+class Cost:
+    flops: Size = 0           # multiply-adds count twice
+    bytes: Size = 0           # bytes read and written by the kernels themselves
+    copy_bytes: Size = 0      # bytes moved by transposition copies the lowering cannot avoid
+    launches: int = 0         # torch calls / kernel launches
+    matrices: Size = 0        # matrix products inside batched GEMMs (each has a fixed cost beyond its FLOPs)
+
+    def __add__(self, other: "Cost") -> "Cost":
+        return Cost(as_size(self.flops + other.flops), as_size(self.bytes + other.bytes),
+                    as_size(self.copy_bytes + other.copy_bytes), self.launches + other.launches,
+                    as_size(self.matrices + other.matrices))
+
+    def scaled(self, k: int) -> "Cost":
+        return Cost(as_size(self.flops * k), as_size(self.bytes * k), as_size(self.copy_bytes * k), self.launches * k,
+                    as_size(self.matrices * k))
+
+    def time(self, machine: "MachineModel | None" = None) -> Size:
+        m = machine or machine_model()
+        t = (sympy.sympify(self.flops) / m.gemm_flops_per_s + sympy.sympify(self.bytes) / m.bytes_per_s
+             + sympy.sympify(self.matrices) * m.matrix_s
+             + sympy.sympify(self.copy_bytes) / m.copy_bytes_per_s + self.launches * m.launch_s)
+        return t if t.free_symbols else float(t)
+
+    def time_at(self, batch: int, machine: "MachineModel | None" = None) -> float:
+        t = self.time(machine)
+        return float(t.subs(B, batch)) if isinstance(t, sympy.Basic) else float(t)
+
+    def flops_str(self) -> str:
+        return _fmt(self.flops)
+
+    def to_dict(self, batch: int | None = None) -> dict:
+        def num(x):
+            if batch is not None:
+                return evaluate(x, batch) if not isinstance(x, int) else x
+            return x if isinstance(x, int) else str(x)
+
+        return {"flops": num(self.flops), "bytes": num(self.bytes), "copy_bytes": num(self.copy_bytes),
+                "launches": self.launches}
+
+
+def _fmt(x: Size) -> str:
+    if isinstance(x, int):
+        return f"{x:.3g}" if x >= 1e4 else str(x)
+    return str(sympy.nsimplify(x)).replace("**", "^")
+
+
+@dataclass(frozen=True)
+class MachineModel:
+    """Measured constants of the device the plan is made for (see :mod:`tcomp.calibrate`)."""
+
+    gemm_flops_per_s: float = 5.0e10
+    bytes_per_s: float = 1.0e10
+    copy_bytes_per_s: float = 5.0e9
+    launch_s: float = 5.0e-6
+    matrix_s: float = 1.0e-6     # the fixed cost of one matrix product inside a batched GEMM
+    source: str = "default"
+    details: dict = field(default_factory=dict, compare=False, hash=False)
+
+
+_MACHINE: MachineModel | None = None
+
+
+def machine_model() -> MachineModel:
+    """The calibrated model of this machine (measured once, then read from the cache)."""
+    global _MACHINE
+    if _MACHINE is None:
+        from .machine import load_or_calibrate
+
+        _MACHINE = load_or_calibrate()
+    return _MACHINE
+
+
+def set_machine_model(model: MachineModel | None) -> None:
+    """Override the machine model (tests and what-if analysis); None restores the calibrated one."""
+    global _MACHINE
+    _MACHINE = model
+
+
+def dtype_bytes(dtype: torch.dtype | None) -> int:
+    if dtype is None:
+        return 4
+    return torch.empty((), dtype=dtype).element_size()
+
+
+def op_cost(op) -> Cost:
+    """The cost of one IR op (Networks: their plan, or the default einsum path when unplanned)."""
+    from tcomp.ir.program import Call, Network, Pointwise
+
+    if isinstance(op, Network):
+        from tcomp.contract.plan import network_cost
+
+        return network_cost(op)
+    if isinstance(op, Pointwise):
+        if not op.out.is_tensor:
+            return Cost()
+        nbytes = as_size(op.out.numel * dtype_bytes(op.out.dtype))
+        reads = sum(as_size(v.numel * dtype_bytes(v.dtype)) for v in op.inputs() if v.is_tensor)
+        return Cost(flops=op.out.numel, bytes=as_size(nbytes + reads), launches=1)
+    if isinstance(op, Call):
+        return _call_cost(op)
+    raise TypeError(op)
+
+
+def _call_cost(op) -> Cost:
+    """FLOPs of the Calls whose work is known from shapes (k×k convolutions); memory traffic otherwise."""
+    out = op.out
+    if not out.is_tensor:
+        return Cost()
+    nbytes = as_size(out.numel * dtype_bytes(out.dtype))
+    reads = sum(as_size(v.numel * dtype_bytes(v.dtype)) for v in op.inputs() if v.is_tensor)
+    flops: Size = 0
+    conv = _conv_weight(op)
+    if conv is not None and len(out.shape) >= 3:
+        w, groups = conv
+        per_out = 1
+        for s in w.shape[1:]:
+            per_out *= s
+        flops = as_size(2 * out.numel * per_out)
+    return Cost(flops=flops, bytes=as_size(nbytes + reads), launches=1)
+
+
+def _conv_weight(op):
+    import torch.nn as nn
+    import torch.nn.functional as F
+
+    if op.kind == "module" and isinstance(op.module, nn.modules.conv._ConvNd):
+        return op.module.weight, op.module.groups
+    if op.kind == "function" and op.target in (F.conv2d, torch.conv2d, F.conv1d, F.conv3d, torch.ops.aten.conv2d.default):
+        w = op.args[1] if len(op.args) > 1 else op.kwargs.get("weight")
+        groups = op.args[6] if len(op.args) > 6 else op.kwargs.get("groups", 1)
+        return (w, groups) if getattr(w, "shape", None) is not None else None
+    return None
