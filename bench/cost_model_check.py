@@ -13,11 +13,11 @@ import sys
 
 import tcomp
 from tcomp.codegen.emit import emit
-from tcomp.ir.program import Network
-from tcomp.approx.option_time import random_inputs, subprogram
-from tcomp.passes.contraction_order import best_plan, candidate_trees
-from tcomp.passmanager import PassContext
+from tcomp.codegen.runnable import random_inputs
 from tcomp.contract.plan import plan_network
+from tcomp.contract.search import best_plan, candidate_trees
+from tcomp.cost import machine_model
+from tcomp.ir import Network, subprogram
 from tcomp.timing import fastest_time
 from tcomp.zoo import get_entry
 
@@ -26,7 +26,7 @@ MODELS = ("tt_net", "mps_classifier", "peps", "equivariant_tp", "monarch_mlp", "
 
 def time_plan(net: Network, plan, batch: int, repeats: int = 7) -> float:
     prog = subprogram([net.replace(plan=plan)], batch)
-    return fastest_time(emit(prog, {}), random_inputs(prog, batch), repeats)
+    return fastest_time(emit(prog), random_inputs(prog, batch), repeats)
 
 
 def check(name: str, batch: int | None) -> list[dict]:
@@ -46,9 +46,9 @@ def check(name: str, batch: int | None) -> list[dict]:
         results = []
         for method, pairs in cands:
             plan = plan_network(op, pairs, batch=program.example_batch, fold_constants=True, method=method)
-            results.append({"method": method, "predicted_ms": plan.cost.time_at(b) * 1e3,
+            results.append({"method": method, "predicted_ms": plan.cost.time_at(b, machine_model()) * 1e3,
                             "measured_ms": time_plan(op, plan, b) * 1e3})
-        chosen = best_plan(op, PassContext((), False), program.example_batch).method  # ties broken as tcomp does
+        chosen = best_plan(op, program.example_batch).method  # ties broken as tcomp does
         pred = next(r for r in results if r["method"] == chosen)
         meas = min(results, key=lambda r: r["measured_ms"])
         rows.append({"model": name, "network": op.out.name, "equation": op.grouped_equation()[:80],

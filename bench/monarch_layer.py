@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 import tcomp
-from tcomp.ir.program import Network
+from tcomp.ir import Network
 from tcomp.approx.factorize import monarch
 from tcomp.timing import in_turns
 from tcomp.ir.symbolic import evaluate

@@ -23,24 +23,21 @@ Complexity: three walks over the ops, O(ops).
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable
+from typing import Callable
 
 import torch
 
-from tcomp.ir.program import ACC, Call, EpilogueOp, Network, Op, Pointwise, Program, Value, substitute_inputs
+from tcomp.ir import ACC, Call, EpilogueOp, Network, Op, Pointwise, Program, Value, substitute_inputs
 from tcomp.passmanager import Pass, PassContext, PassReport
 
-from .cse import deterministic, mutation
-from .fuse_networks import merge
-from tcomp.rewrite.weights import Names, WeightRecipe, cached_call, weight_recipe
+from tcomp.ir.analysis import deterministic, mutation
+from tcomp.contract.merge import is_scalar, merge
+from tcomp.ir.names import Names
+from tcomp.rewrite.weights import cached_call, weight_recipe, WeightRecipe
 
 NAME = "algebraic"
 
 _NEUTRAL = {"add": (0, "both"), "sub": (0, "right"), "mul": (1, "both"), "div": (1, "right"), "pow": (1, "right")}
-
-
-def _is_scalar(x: Any) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool)
 
 
 # -- 1 and 2: identities ---------------------------------------------------------------------------------------
@@ -61,9 +58,9 @@ def _neutral_operand(op: Pointwise) -> Value | None:
         return None
     neutral, side = spec
     a, b = op.args
-    if isinstance(a, Value) and _is_scalar(b) and b == neutral:
+    if isinstance(a, Value) and is_scalar(b) and b == neutral:
         x = a
-    elif side == "both" and isinstance(b, Value) and _is_scalar(a) and a == neutral:
+    elif side == "both" and isinstance(b, Value) and is_scalar(a) and a == neutral:
         x = b
     else:
         return None
@@ -152,9 +149,9 @@ def _scaling(op: Op) -> tuple[Value, Callable] | None:
     if not isinstance(op, Pointwise) or op.fn not in ("mul", "div") or len(op.args) != 2 or op.kwargs:
         return None
     a, b = op.args
-    if isinstance(a, Value) and _is_scalar(b):
+    if isinstance(a, Value) and is_scalar(b):
         x, c = a, b
-    elif op.fn == "mul" and isinstance(b, Value) and _is_scalar(a):
+    elif op.fn == "mul" and isinstance(b, Value) and is_scalar(a):
         x, c = b, a
     else:
         return None

@@ -1,164 +1,27 @@
 """contraction_order: a contraction tree for every Network, planned once at compile time.
 
-Path search is opt_einsum's (Gray & Kourtis 2021; Smith & Gray 2018): exhaustive ``optimal`` and ``dp``
-(dynamic programming over connected subgraphs) for small networks, ``greedy`` and ``random-greedy`` for large
-ones, and cotengra's hyper-optimiser when it is installed. tcomp does not search itself: it prices every candidate
-path with its own cost model (:mod:`tcomp.cost` — FLOPs, memory traffic, the transposition copies the lowering
-would need, kernel launches; constant-only sub-trees folded once) after choosing each step's layout
-(:mod:`tcomp.plan`), and keeps the cheapest. opt_einsum's ``auto`` path — what ``torch.einsum`` itself would use —
-is always among the candidates, so the chosen plan is never worse than it under tcomp's model.
-
-Complexity: ``optimal`` is O(n!) and only used up to 6 operands; ``dp`` up to 12; beyond that opt_einsum's greedy
-and tcomp's time-bounded large-network search (:mod:`tcomp.pathsearch`, one second per network).
+Each Network gets the cheapest of its candidate trees (opt_einsum's searches, tcomp's large-network path search,
+constants first, the pre-fusion order) under tcomp's layout-aware cost model, its steps lowered to GEMMs without
+transposition copies where strides allow, and weight-only sub-trees folded once. The algorithm is the library
+:func:`tcomp.contract.search.plan_program` (docs/passes/contraction_order.md); the pass applies it to the program
+and ensures the property ``planned``.
 """
 from __future__ import annotations
 
-import time
-
-import opt_einsum
-
-from tcomp.ir.program import Network, Program, Value
+from tcomp.contract.search import plan_program
+from tcomp.ir import Program
 from tcomp.passmanager import Pass, PassContext, PassReport
-from tcomp.contract.plan import ContractionPlan, decision_sizes, default_pairs, opt_einsum_pairs, plan_network, prepare, ssa_path
 
 NAME = "contraction_order"
 
-OPTIMAL_MAX = 6  # networks up to this many operands are also planned exhaustively (every pair, outer products too)
-_DP_MAX = 12  # networks up to this many operands are planned by dynamic programming (exactly, under FLOPs)
-
-
-def candidate_trees(net: Network, time_budget: float = 1.0, quick: bool = False
-                    ) -> list[tuple[str, list[tuple[int, int]]]]:
-    """Contraction trees worth pricing for ``net``: (method name, pairs of term ids), deduplicated.
-
-    ``quick`` limits the search to opt_einsum's ``auto`` and ``greedy`` (and constants-first): what the
-    fuse_networks pass uses to decide whether a merge pays, many times per program."""
-    kept, _ = prepare(net)
-    n = len(kept)
-    if n < 2:
-        return [("single operand", [])]
-    if n == 2:
-        return [("pair", [(0, 1)])]
-    strategies: list[tuple[str, object]] = [("auto", "auto"), ("greedy", "greedy")]
-    if not quick and n <= OPTIMAL_MAX:
-        strategies.append(("optimal", "optimal"))
-    if not quick and n <= _DP_MAX:
-        strategies += [("dp-flops", opt_einsum.DynamicProgramming(minimize="flops")),
-                       ("dp-size", opt_einsum.DynamicProgramming(minimize="size")),
-                       ("dp-combo", opt_einsum.DynamicProgramming(minimize="combo")),
-                       # outer products too (opt_einsum's dp skips them by default): an MPS site's boundary vector
-                       # times its feature, then one GEMM with the core, beats a batch of matrix-vector products
-                       ("dp-outer", opt_einsum.DynamicProgramming(minimize="flops", search_outer=True))]
-    trees: dict[tuple, str] = {}
-    for name, strategy in strategies:
-        try:
-            pairs = default_pairs(net, strategy)
-        except (ValueError, RuntimeError, MemoryError):
-            continue
-        trees.setdefault(tuple(pairs), name)
-    if not quick and n > _DP_MAX:
-        trees.setdefault(tuple(_searched(net, kept, time_budget)), "path search")
-    # the operands in the order they were written, left to right (torch.einsum's order without opt_einsum):
-    # merged chains keep their operands in chain order, so this is an MPS's vector-times-feature, then-core chain
-    trees.setdefault(tuple((0, 1) if s == 0 else (n + s - 1, s + 1) for s in range(n - 1)), "left to right")
-    folded = _constants_first(net, kept)
-    if folded is not None:
-        trees.setdefault(tuple(folded), "constants-first")
-    if net.hint is not None:
-        trees.setdefault(tuple(net.hint), "pre-fusion order")
-    return [(name, list(pairs)) for pairs, name in trees.items()]
-
-
-def _searched(net: Network, kept: list[tuple[str, ...]], time_budget: float) -> list[tuple[int, int]]:
-    """The tree of :func:`tcomp.pathsearch.search` (greedy variants, time-bounded dp, subtree reconfiguration)
-    under the FLOP metric at the decision batch."""
-    from tcomp.contract.pathsearch import search
-
-    num = decision_sizes(net, None)
-    sizes = {i: num[i] for ix in kept for i in ix}
-    result = search([list(ix) for ix in kept], list(net.flat_out_indices), sizes, time_budget=time_budget)
-    return ssa_path(result.path, list(range(len(kept))), len(kept))
-
-
-def _constants_first(net: Network, kept: list[tuple[str, ...]]) -> list[tuple[int, int]] | None:
-    """A tree that contracts all constant operands together first (weight pre-contraction), then the rest."""
-    n = len(kept)
-    consts = [k for k, v in enumerate(net.operands) if v.kind == "const"]
-    if len(consts) < 2 or len(consts) == n:
-        return None
-    rest = [k for k in range(n) if k not in consts]
-    outside = set(net.flat_out_indices).union(*(set(kept[k]) for k in rest))
-    inner_out = tuple(dict.fromkeys(i for k in consts for i in kept[k] if i in outside))
-    indices = dict(enumerate(kept))
-    pairs = opt_einsum_pairs(net, consts, indices, inner_out, n, "auto")
-    folded_id = n + len(pairs) - 1
-    indices[folded_id] = inner_out
-    pairs += opt_einsum_pairs(net, rest + [folded_id], indices, net.flat_out_indices, n + len(pairs), "auto")
-    return pairs
-
-
-def best_plan(net: Network, ctx: PassContext, batch: int | None, quick: bool = False) -> ContractionPlan:
-    """The cheapest plan among the candidate trees, under tcomp's cost model at the decision batch; among plans
-    the model prices equal, the first candidate (opt_einsum's ``auto`` first). Breaking ties by how close the
-    result's index order is to the output's was measured and rejected: on Monarch-MLP it made the eager backend
-    15% faster and the Inductor backend 2.2× slower (docs/passes/contraction_order.md)."""
-    b = max(batch or 2, 2)
-    best, best_time = None, float("inf")
-    for method, pairs in candidate_trees(net, quick=quick):
-        plan = plan_network(net, pairs, batch=batch, fold_constants=True, training=ctx.training, method=method)
-        t = plan.cost.time_at(b)  # a sympy substitution: once per plan
-        if best is None or t < best_time:
-            best, best_time = plan, t
-    return best
-
-
-def result_stride_order(net: Network, plan: ContractionPlan) -> tuple[int, ...] | None:
-    """The memory order of the Network's output dims when the plan leaves it as a permuted view, else None.
-
-    The result is in ``plan.final`` index order; the output is a permuted view of it only when every output
-    dim's indices stay adjacent (and in order) in ``plan.final`` — otherwise the reshape copies (contiguous).
-    """
-    if plan.final == net.flat_out_indices:
-        return None
-    pos = {i: p for p, i in enumerate(plan.final)}
-    dims = [(d, [pos[i] for i in g]) for d, g in enumerate(net.out_dims) if g]
-    for _, ps in dims:
-        if ps != list(range(ps[0], ps[0] + len(ps))):
-            return None
-    order = [d for d, ps in sorted(dims, key=lambda x: x[1][0])]
-    size1 = [d for d, g in enumerate(net.out_dims) if not g]
-    full = tuple(size1 + order)
-    return None if full == tuple(range(len(net.out_dims))) else full
-
 
 def run(program: Program, ctx: PassContext) -> tuple[Program, PassReport]:
-    report = PassReport(NAME)
-    new = program.copy()
-    t0 = time.perf_counter()
-    planned = folded = copies = 0
-    methods: dict[str, int] = {}
-    for k in range(len(new.ops)):
-        op = new.ops[k]  # read afresh: replace_uses below rewrites later ops
-        if not isinstance(op, Network):
-            continue
-        plan = best_plan(op, ctx, new.example_batch)
-        stride_order = result_stride_order(op, plan)
-        out = op.out
-        if stride_order != out.stride_order:
-            out = Value(op.out.name, op.out.shape, op.out.dtype, stride_order=stride_order)
-        new_op = op.replace(plan=plan, out=out)
-        new.ops[k] = new_op
-        if out is not op.out:
-            new.replace_uses(op.out, out)
-        planned += 1
-        folded += len(plan.folded_ids)
-        copies += sum(int(s.copy_lhs) + int(s.copy_rhs) for s in plan.steps)
-        methods[plan.method] = methods.get(plan.method, 0) + 1
-    report.changed = planned > 0
-    report.notes.append(f"planned {planned} network(s) in {time.perf_counter() - t0:.2f} s; "
-                        f"{folded} constant step(s) folded; {copies} transposition copies left")
-    report.details = {"methods": methods}
+    new, done = plan_program(program, training=ctx.training, machine=ctx.machine)
+    report = PassReport(NAME, changed=done.planned > 0)
+    report.notes.append(f"planned {done.planned} network(s) in {done.seconds:.2f} s; {done.folded} constant step(s) "
+                        f"folded; {done.copies} transposition copies left")
+    report.details = {"methods": done.methods}
     return new, report
 
 
-PASS = Pass(NAME, run, exact=True, doc=__doc__.splitlines()[0])
+PASS = Pass(NAME, run, exact=True, ensures=("planned",), doc=__doc__.splitlines()[0])

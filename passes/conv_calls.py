@@ -18,10 +18,10 @@ from __future__ import annotations
 
 import torch.nn.functional as F
 
-from tcomp.ir.program import ACC, Call, Network, Program, Value
+from tcomp.ir import ACC, Call, Network, Program, Value
 from tcomp.passmanager import Pass, PassContext, PassReport
 
-from tcomp.rewrite.weights import Names
+from tcomp.ir.names import Names
 
 NAME = "conv_calls"
 

@@ -18,55 +18,17 @@ Complexity: O(size of the program), one dictionary lookup per op.
 """
 from __future__ import annotations
 
-import operator
 from typing import Any
 
 import sympy
 import torch
 import torch.utils._pytree as pytree
 
-from tcomp.ir.program import ACC, Call, Network, Op, Pointwise, Program, Value, format_op, is_pure, substitute_inputs
+from tcomp.ir import ACC, Network, Op, Pointwise, Program, Value, format_op, substitute_inputs
+from tcomp.ir.analysis import deterministic, mutation
 from tcomp.passmanager import Pass, PassContext, PassReport
 
 NAME = "cse"
-
-_IN_PLACE_OPERATORS = {operator.iadd, operator.isub, operator.imul, operator.itruediv, operator.ifloordiv,
-                       operator.imod, operator.ipow, operator.iand, operator.ior, operator.ixor, operator.ilshift,
-                       operator.irshift, operator.imatmul, operator.setitem}
-_RANDOM_PREFIXES = ("rand", "empty", "new_empty", "bernoulli", "multinomial", "poisson", "rrelu")
-_RANDOM_NAMES = {"normal", "uniform", "exponential", "geometric", "cauchy", "log_normal"}
-
-
-def mutation(program: Program) -> Op | None:
-    """The first op that writes a tensor in place (a stateful submodule updating its own buffers does not count:
-    no program value aliases them), or None."""
-    for op in program.ops:
-        if isinstance(op, Call) and op.kind == "module":
-            continue
-        if not is_pure(op) or (isinstance(op, Call) and op.target in _IN_PLACE_OPERATORS) \
-                or (isinstance(op, Pointwise) and op.kwargs.get("inplace") is True):
-            return op
-    return None
-
-
-def deterministic(op: Op) -> bool:
-    """Whether ``op`` always computes the same result from the same inputs, with no effect besides its result."""
-    if isinstance(op, Network):
-        return True
-    if isinstance(op, Pointwise):
-        return op.kwargs.get("inplace") is not True
-    if not is_pure(op) or "generator" in op.kwargs:
-        return False
-    if op.kind == "module":
-        return not any(m.training for m in op.module.modules())
-    if isinstance(op.target, torch._ops.OpOverload) and torch.Tag.nondeterministic_seeded in op.target.tags:
-        return False
-    name = op.target if op.kind == "method" else getattr(op.target, "__name__", "")
-    if not isinstance(name, str):
-        return True
-    name = name.lstrip("_").lower()
-    return not (name.startswith(_RANDOM_PREFIXES) or name in _RANDOM_NAMES or "dropout" in name)
-
 
 class _Numbering:
     """Hashable keys of ops, with values replaced by their value numbers."""

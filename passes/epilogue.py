@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import torch
 
-from tcomp.ir.program import ACC, Call, EpilogueOp, Network, Op, Pointwise, Program, Value
+from tcomp.ir import ACC, Call, EpilogueOp, Network, Op, Pointwise, Program, Value
 from tcomp.passmanager import Pass, PassContext, PassReport
 
 NAME = "epilogue"

@@ -29,11 +29,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from tcomp.ir.program import ACC, Call, EpilogueOp, Network, Op, Program, Value
+from tcomp.ir import ACC, Call, EpilogueOp, Network, Op, Program, Value
 from tcomp.passmanager import Pass, PassContext, PassReport
 
 from tcomp.rewrite.convolution import conv_call
-from tcomp.rewrite.weights import Constants, Names, WeightRecipe, cached_call, weight_recipe
+from tcomp.ir.names import Names
+from tcomp.rewrite.weights import cached_call, Constants, weight_recipe, WeightRecipe
 
 NAME = "fold_bn"
 

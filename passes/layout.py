@@ -2,29 +2,29 @@
 
 Convolution kernels (oneDNN on CPU, cuDNN on GPU) usually run faster on NHWC data. The pass converts the input of
 every 2-D convolution Call to channels-last (``x.contiguous(memory_format=torch.channels_last)``, once per value),
-lays its k×k weight out channels-last once (a cached function of the original weight, :mod:`passes.weights`), and
+lays its k×k weight out channels-last once (a cached function of the original weight, :mod:`tcomp.rewrite.weights`), and
 lets the layout flow through everything in between: each value's ``stride_order`` says how torch will lay it out
 (``(0, 2, 3, 1)`` for NHWC), so that contraction_order plans GEMMs on strided operands without copies
-(:func:`tcomp.plan.operand_term`). Propagation follows PyTorch's memory-format rules (the "Channels Last Memory
+(:func:`tcomp.contract.plan.operand_term`). Propagation follows PyTorch's memory-format rules (the "Channels Last Memory
 Format" design, PyTorch 1.5): a convolution with a channels-last input or weight returns channels-last; pointwise
 ops, batch norm, pooling and other torch ops keep their input's layout; a Network — a linear map, a 1×1
 convolution ``abcd,eb()()->aecd`` — reads whatever layout comes (its GEMM views a channels-last ``x[n]`` as a
 column-major ``[c, hw]`` matrix, no copy) and leaves its result as its plan does
-(:func:`passes.contraction_order.result_stride_order`). An op that may depend on strides (``view``,
+(:func:`tcomp.contract.search.result_stride_order`). An op that may depend on strides (``view``,
 ``as_strided``, ``stride()``, code outside torch) gets contiguous inputs back, and program outputs are returned
 contiguous as eager returns them (emit makes every output with a ``stride_order`` contiguous). Values are
 identical: only memory layouts change.
 
-The decision is measured, not guessed: the program is emitted as it is and channels-last (each Network planned)
-and both are run on the example inputs, round-robin, median (without side effects: submodule buffers restored,
+The decision is measured, not guessed: the program as it is and channels-last, each planned and emitted as it would
+run (:func:`tcomp.codegen.runnable.runnable`), are run on the example inputs, round-robin, median (without side effects: submodule buffers restored,
 random generators forked). Whole programs, not convolutions one by one: on this project's CPU ResNet-18's
 convolutions timed one by one were no faster channels-last (159 vs 166 ms at batch 8), while the whole program ran
-1.24× faster — timing convolutions alone did not predict it. The times are cached on disk
-(``tcomp.calibrate.cache_dir()``, keyed by the printed program and the input shapes and dtypes, per processor,
-torch version, thread count and device), so a model is measured once.
+1.24× faster — timing convolutions alone did not predict it. The times are kept in the cache table ``layout``
+(:mod:`tcomp.cache`: per machine and device, keyed by the printed program and the input shapes and dtypes), so a
+model is measured once.
 
-Option ``layout`` (in the compile options, else the ``TCOMP_LAYOUT`` environment variable): ``"auto"`` (measure;
-the default), ``"channels_last"`` or ``"contiguous"`` (no measuring). 3-D convolutions (``channels_last_3d``) are
+Option ``tcomp.compile(layout=...)`` (default: the ``TCOMP_LAYOUT`` environment variable, else ``"auto"``):
+``"auto"`` (measure), ``"channels_last"`` or ``"contiguous"`` (no measuring). 3-D convolutions (``channels_last_3d``) are
 left alone.
 Complexity: one walk over the ops, one quick contraction plan per Network reading a channels-last value, and — once
 per program and input shapes — the two programs run a few times each.
@@ -32,31 +32,27 @@ per program and input shapes — the two programs run a few times each.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import functools
 import hashlib
-import json
-import os
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import torch.nn as nn
 import torch.utils._pytree as pytree
 
-from tcomp.cost.machine import machine_key, cache_dir
-from tcomp.codegen.emit import emit
-from tcomp.ir.program import Call, Network, Op, Program, Value, substitute_inputs
+from tcomp.cache import DiskCache
+from tcomp.codegen.runnable import runnable, time_in_turns
+from tcomp.contract.search import best_plan, result_stride_order
+from tcomp.ir import Call, Network, Op, Program, Value, substitute_inputs
+from tcomp.ir.names import Names
+from tcomp.options import LAYOUTS
 from tcomp.passmanager import Pass, PassContext, PassReport
-from tcomp.timing import in_turns, sync_for
-
-from .contraction_order import best_plan, result_stride_order
 from tcomp.rewrite.convolution import conv_call
-from tcomp.rewrite.weights import Constants, Names, cached_call, weight_recipe
+from tcomp.rewrite.weights import Constants, cached_call, weight_recipe
 
 NAME = "layout"
 CHANNELS_LAST = (0, 2, 3, 1)
-CHOICES = ("auto", "channels_last", "contiguous")
 
 _STRIDE_DEPENDENT = {"view", "view_as", "as_strided", "stride", "data_ptr", "storage_offset", "is_contiguous",
                      "numpy", "untyped_storage", "storage"}
@@ -175,7 +171,8 @@ class _ChannelsLast:
         1×1 convolution's ``bmm`` reads a channels-last ``x[n]`` as a column-major matrix) and leaves its result as
         its plan does."""
         if any(id(v) in self.cl for v in net.inputs()):
-            plan = best_plan(net, self.ctx, self.program.example_batch, quick=True)
+            plan = best_plan(net, self.program.example_batch, training=self.ctx.training, quick=True,
+                             machine=self.ctx.machine)
             net = self.laid_out(net, result_stride_order(net, plan))
         self.rw.ops.append(net)
 
@@ -207,40 +204,6 @@ _TO_CHANNELS_LAST = functools.partial(torch.Tensor.contiguous, memory_format=tor
 
 # -- measuring ------------------------------------------------------------------------------------------------
 
-class _Timings:
-    """Measured times of programs in both layouts, cached on disk per machine (processor, torch version, threads)
-    and device, keyed by the program and its input shapes."""
-
-    def __init__(self, device: torch.device):
-        tag = device.type if device.type == "cpu" else f"{device.type}-{torch.cuda.get_device_name(device)}"
-        digest = hashlib.sha1(f"{machine_key()}|{tag}".encode()).hexdigest()[:16]
-        self.path = cache_dir() / f"layout-{digest}.json"
-        try:
-            self.table: dict[str, list[float]] = json.loads(self.path.read_text())
-        except (OSError, ValueError):
-            self.table = {}
-
-    def get(self, key: str) -> list[float] | None:
-        return self.table.get(key)
-
-    def put(self, key: str, times: list[float]) -> None:
-        self.table[key] = times
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.path.write_text(json.dumps(self.table, indent=1, sort_keys=True))
-        except OSError:
-            pass
-
-
-def _runner(program: Program, ctx: PassContext, inputs: tuple) -> Callable[[], Any]:
-    """``program`` emitted as it would run (each Network planned), called on copies of ``inputs``."""
-    ops = [op.replace(plan=best_plan(op, ctx, program.example_batch)) if isinstance(op, Network) else op
-           for op in program.ops]
-    gm = emit(dataclasses.replace(program, ops=ops),
-              {op.target: op.module for op in ops if isinstance(op, Call) and op.kind == "module"})
-    return lambda: gm(*[t.clone() for t in inputs])
-
-
 @contextlib.contextmanager
 def _no_side_effects(program: Program, device: torch.device):
     """Running the program leaves no trace: submodule buffers (running statistics of a batch norm in training mode)
@@ -258,34 +221,38 @@ def _no_side_effects(program: Program, device: torch.device):
 
 def _decide(program: Program, channels_last: Program, ctx: PassContext) -> tuple[bool | None, dict]:
     """Whether the channels-last program runs faster than ``program`` on the example inputs (None when there are
-    none to run it on), measured once per program and input shapes."""
+    none to run it on), measured once per program and input shapes (cache table ``layout``, per device)."""
     inputs = tuple(t for t in ctx.example_inputs if isinstance(t, torch.Tensor))
     if len(inputs) != len(program.inputs):
         return None, {}
     device = inputs[0].device if inputs else torch.device("cpu")
-    timings = _Timings(device)
+    device_tag = device.type if device.type == "cpu" else f"{device.type}-{torch.cuda.get_device_name(device)}"
+    cache = DiskCache.open("layout", hashlib.sha1(device_tag.encode()).hexdigest()[:16])
     shapes = [(tuple(t.shape), str(t.dtype)) for t in inputs]
-    key = hashlib.sha1((program.format(costs=False) + repr(shapes)).encode()).hexdigest()
-    times = timings.get(key)
-    measured = times is None
+    key = hashlib.sha1((program.format() + repr(shapes)).encode()).hexdigest()
+    times = cache.get(key, valid=lambda t: isinstance(t, list) and len(t) == 2 and
+                      all(isinstance(x, (int, float)) and x > 0 for x in t))
+    measured = times is DiskCache.MISSING
     if measured:
-        with _no_side_effects(program, device):
-            with torch.no_grad():  # at least one round, up to 9 while less than 0.6 s have passed
-                t = in_turns({"contiguous": _runner(program, ctx, inputs),
-                              "channels_last": _runner(channels_last, ctx, inputs)},
-                             rounds=1, max_rounds=9, min_seconds=0.6, sync=sync_for(inputs))
-            times = [t["contiguous"], t["channels_last"]]
-        timings.put(key, times)
+        def on_copies(gm):  # the program may write into its inputs
+            return lambda *xs: gm(*[x.clone() for x in xs])
+
+        runs = {name: (on_copies(runnable(p, training=ctx.training, machine=ctx.machine)), inputs)
+                for name, p in (("contiguous", program), ("channels_last", channels_last))}
+        with _no_side_effects(program, device):  # at least one round, up to 9 while less than 0.6 s have passed
+            t = time_in_turns(runs, rounds=1, max_rounds=9, min_seconds=0.6)
+        times = [t["contiguous"], t["channels_last"]]
+        cache.put(key, times)
     details = {"contiguous_s": times[0], "channels_last_s": times[1], "measured_now": measured,
-               "cache": str(timings.path)}
+               "cache": str(cache.path)}
     return times[1] < times[0], details
 
 
 def run(program: Program, ctx: PassContext) -> tuple[Program, PassReport]:
     report = PassReport(NAME)
-    choice = ctx.options.get("layout") or os.environ.get("TCOMP_LAYOUT", "auto")
-    if choice not in CHOICES:
-        raise ValueError(f"layout={choice!r}: choose one of {CHOICES}")
+    choice = ctx.options.layout
+    if choice not in LAYOUTS:
+        raise ValueError(f"layout={choice!r}: choose one of {LAYOUTS}")
     if choice == "contiguous":
         report.notes.append("layout='contiguous' requested: layout unchanged")
         return program, report

@@ -30,12 +30,12 @@ import operator
 
 import torch
 
-from tcomp.ir.program import Call, Dims, Network, Op, Program, Value, format_op
+from tcomp.ir import Call, Dims, Network, Op, Program, Value, format_op
 from tcomp.passmanager import Pass, PassContext, PassReport
 
-from .contraction_order import best_plan
-from .cse import mutation
-from tcomp.rewrite.weights import Names
+from tcomp.contract.search import best_plan
+from tcomp.ir.analysis import mutation
+from tcomp.ir.names import Names
 
 NAME = "select_through"
 
@@ -172,8 +172,11 @@ def _pays(whole: Network, pieces: list[Network], users, ctx: PassContext, batch)
            for p, readers in ((p, users.get(id(p.out), [])) for p in pieces)):
         return True
     b = max(batch or 2, 2)
-    split = sum(best_plan(p, ctx, batch, quick=True).cost.time_at(b) for p in pieces)
-    return split <= best_plan(whole, ctx, batch, quick=True).cost.time_at(b) * (1 + 1e-9)
+
+    def time(net: Network) -> float:
+        return best_plan(net, batch, training=ctx.training, quick=True, machine=ctx.machine).cost.time_at(b, ctx.machine)
+
+    return sum(time(p) for p in pieces) <= time(whole) * (1 + 1e-9)
 
 
 PASS = Pass(NAME, run, exact=True, doc=__doc__.splitlines()[0])

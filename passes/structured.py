@@ -20,9 +20,9 @@ import math
 
 import torch
 
-from tcomp.approx.calibration import remembered, site_statistics
-from tcomp.approx.sites import Option, find_sites
-from tcomp.ir.program import Program
+from tcomp.approx.calibration import site_statistics
+from tcomp.ir.sites import find_sites, Option
+from tcomp.ir import Program
 from tcomp.passmanager import Pass, PassContext, PassReport
 
 from tcomp.approx.factorize import activation_aware_svd, btt, cur, kronecker, monarch, output_projection, truncated_svd
@@ -103,27 +103,26 @@ def _local_error(w: torch.Tensor, approx: torch.Tensor, stats) -> float:
 
 
 def run(program: Program, ctx: PassContext) -> tuple[Program, PassReport]:
-    if ctx.options.get("selection") is not None:
-        return program, PassReport(NAME, notes=["an earlier selection is re-applied: no new options"])
     new = program.copy()
-    methods = tuple(ctx.options.get("structures") or DEFAULT_METHODS)
-    stats = site_statistics(program, ctx)
-    sites = new.sites or find_sites(new)
+    new.sites = sites = program.sites if program.sites is not None else find_sites(program)
+    if ctx.earlier_selection is not None:
+        return new, PassReport(NAME, notes=["an earlier selection is re-applied: no new options"])
+    methods = tuple(ctx.options.structures or DEFAULT_METHODS)
+    stats = site_statistics(program, ctx.calibration, ctx.measurements)
     proposed = 0
     for name, site in sites.items():
         if site.kind != "linear" or site.weight.data is None:
             continue
-        options = remembered(ctx, NAME, name, methods,
-                             compute=lambda site=site, name=name: propose(site.weight.data, stats.get(name), methods))
+        options = ctx.measurements.remember(
+            NAME, name, methods, compute=lambda site=site, name=name: propose(site.weight.data, stats.get(name), methods))
         for opt in options:
             opt.site = name
         site.options = [o for o in site.options if o.kind != "structure"] + options
         proposed += len(options)
-    new.sites = sites
-    report = PassReport(NAME, changed=False)
+    report = PassReport(NAME)
     report.notes.append(f"{proposed} structured option(s) for {sum(s.kind == 'linear' for s in sites.values())} "
                         f"linear site(s); methods {', '.join(methods)}")
     return new, report
 
 
-PASS = Pass(NAME, run, exact=False, doc=__doc__.splitlines()[0])
+PASS = Pass(NAME, run, exact=False, ensures=("sites",), doc=__doc__.splitlines()[0])

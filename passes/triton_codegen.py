@@ -16,17 +16,15 @@ from __future__ import annotations
 
 import torch
 
-from tcomp.ir.program import ACC, Network, Program, Value
+from tcomp.codegen.kernels import triton_available
+from tcomp.ir import Network, Program
 from tcomp.passmanager import Pass, PassContext, PassReport
 
 NAME = "triton_codegen"
-_ACTIVATIONS = {"relu": "relu", "silu": "silu", "sigmoid": "sigmoid", "tanh": "tanh"}
 
 
 def wants_kernels(ctx: PassContext) -> bool:
-    from tcomp.codegen.kernels import triton_available
-
-    choice = ctx.options.get("kernels", "auto")
+    choice = ctx.options.kernels
     if choice == "torch":
         return False
     devices = {t.device for t in ctx.example_inputs if isinstance(t, torch.Tensor)}
@@ -39,34 +37,10 @@ def wants_kernels(ctx: PassContext) -> bool:
     return device.type == "cuda" and triton_available(device)
 
 
-def epilogue_spec(net: Network) -> tuple[tuple, list[Value]] | None:
-    """The network's epilogue as a kernel epilogue spec and its tensor operands, or None when some step has no
-    kernel equivalent (it then runs in torch after the kernel)."""
-    spec: list[tuple] = []
-    tensors: list[Value] = []
-    for e in net.epilogue:
-        args = e.args
-        if e.fn == "add" and len(args) == 2 and (args[0] is ACC) != (args[1] is ACC) and not e.kwargs:
-            other = args[1] if args[0] is ACC else args[0]
-            if not isinstance(other, Value) or not other.is_tensor:
-                return None
-            spec.append(("bias" if other.kind == "const" else "residual", len(tensors)))
-            tensors.append(other)
-        elif e.fn in ("mul", "div") and len(args) == 2 and args[0] is ACC and isinstance(args[1], (int, float)):
-            spec.append(("scale", float(args[1]) if e.fn == "mul" else 1.0 / float(args[1])))
-        elif e.fn == "gelu" and args == (ACC,):
-            spec.append(("act", "gelu_tanh" if e.kwargs.get("approximate") == "tanh" else "gelu"))
-        elif e.fn in _ACTIVATIONS and args == (ACC,) and not e.kwargs:
-            spec.append(("act", _ACTIVATIONS[e.fn]))
-        else:
-            return None
-    return tuple(spec), tensors
-
-
 def run(program: Program, ctx: PassContext) -> tuple[Program, PassReport]:
     report = PassReport(NAME)
     if not wants_kernels(ctx):
-        report.notes.append(f"kernels={ctx.options.get('kernels', 'auto')!r}: torch calls (no CUDA device here)")
+        report.notes.append(f"kernels={ctx.options.kernels!r}: torch calls (no CUDA device here)")
         return program, report
     new = program.copy()
     count = 0
@@ -83,4 +57,4 @@ def run(program: Program, ctx: PassContext) -> tuple[Program, PassReport]:
     return new, report
 
 
-PASS = Pass(NAME, run, exact=True, doc=__doc__.splitlines()[0])
+PASS = Pass(NAME, run, exact=True, requires=("planned",), doc=__doc__.splitlines()[0])

@@ -13,19 +13,19 @@ from __future__ import annotations
 
 import torch
 
-from tcomp.approx.calibration import remembered
-from tcomp.approx.sites import Option, find_sites
-from tcomp.ir.program import Call, Program
+from tcomp.ir.sites import find_sites, Option
+from tcomp.ir import Call, Program
 from tcomp.passmanager import Pass, PassContext, PassReport
 
 from tcomp.approx.factorize import cp, mode_singular_values, tucker2, tucker_packing
 
 NAME = "tucker"
+METHODS = ("tucker2", "cp")
 BUDGETS = (1 / 2, 1 / 4, 1 / 8)
 MIN_CHANNELS = 8
 
 
-def propose(weight: torch.Tensor, methods=("tucker2", "cp")) -> list[Option]:
+def propose(weight: torch.Tensor, methods: tuple[str, ...] = METHODS) -> list[Option]:
     w = weight.detach().float()
     o, c, kh, kw = w.shape
     full = o * c * kh * kw
@@ -59,28 +59,26 @@ def propose(weight: torch.Tensor, methods=("tucker2", "cp")) -> list[Option]:
 
 
 def run(program: Program, ctx: PassContext) -> tuple[Program, PassReport]:
-    if ctx.options.get("selection") is not None:
-        return program, PassReport(NAME, notes=["an earlier selection is re-applied: no new options"])
     new = program.copy()
-    sites = new.sites or find_sites(new)
+    new.sites = sites = program.sites if program.sites is not None else find_sites(program)
+    if ctx.earlier_selection is not None:
+        return new, PassReport(NAME, notes=["an earlier selection is re-applied: no new options"])
     by_name = {op.out.name: op for op in new.ops}
-    methods = tuple(ctx.options.get("conv_methods") or ("tucker2", "cp"))
     count = 0
     for name, site in sites.items():
         if site.kind != "conv":
             continue
         call = by_name[name]
         assert isinstance(call, Call)
-        options = remembered(ctx, NAME, name, methods, compute=lambda call=call: propose(call.module.weight, methods))
+        options = ctx.measurements.remember(NAME, name, METHODS, compute=lambda call=call: propose(call.module.weight))
         for opt in options:
             opt.site = name
         site.options = [o for o in site.options if o.kind != "conv"] + options
         count += len(options)
-    new.sites = sites
-    report = PassReport(NAME, changed=False)
+    report = PassReport(NAME)
     report.notes.append(f"{count} Tucker-2/CP option(s) for {sum(s.kind == 'conv' for s in sites.values())} "
                         f"convolution(s)")
     return new, report
 
 
-PASS = Pass(NAME, run, exact=False, doc=__doc__.splitlines()[0])
+PASS = Pass(NAME, run, exact=False, ensures=("sites",), doc=__doc__.splitlines()[0])

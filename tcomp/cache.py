@@ -102,6 +102,11 @@ class DiskCache:
     def _read(self, quiet: bool = False) -> dict[str, Any]:
         if not self.path.exists():
             return {}
+        if self.path.is_dir():
+            if not quiet:
+                warnings.warn(f"tcomp: a directory is in the place of the cache file {self.path}: measurements are "
+                              f"kept for this process only", CacheWarning, stacklevel=3)
+            return {}
         try:
             data = json.loads(self.path.read_text())
         except (OSError, ValueError) as err:

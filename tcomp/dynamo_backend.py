@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch
 import torch.fx as fx
 
+from tcomp.api import compile as tcomp_compile
+
 
 def _concrete(x):
     if isinstance(x, torch.SymInt):
@@ -20,8 +22,6 @@ def _concrete(x):
 
 
 def tcomp_backend(gm: fx.GraphModule, example_inputs: list, **options):
-    from .api import compile as tcomp_compile
-
     compiled = tcomp_compile(gm, tuple(_concrete(x) for x in example_inputs), **options)
 
     def run(*args):

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from .passmanager import PassReport, _jsonable
+from tcomp.passmanager import PassReport, jsonable
 from tcomp.ir.symbolic import Size, evaluate
 
 
@@ -47,7 +47,7 @@ class CompileReport:
             "compile_time_s": round(self.compile_time_s, 4),
             "timings": {k: round(v, 4) for k, v in self.timings.items()}, "backend": self.backend,
             "fallback_reason": self.fallback_reason, "passes": [p.to_dict() for p in self.passes],
-            "extra": _jsonable(self.extra),
+            "extra": jsonable(self.extra),
         }
 
     def explain(self) -> str:

@@ -28,7 +28,7 @@ import torch
 from torch import nn
 from torch.utils import _pytree as pytree
 
-from tcomp.cost.model import machine_model
+from tcomp.cost.machine import machine_model
 
 from .coarsen import COMPUTE, MEMORY, WORKSPACE, CoarseGraph, coarsen
 from .lean_ops import make_lean

@@ -11,18 +11,19 @@ of one option is the metric between the reference outputs and the outputs with t
 """
 from __future__ import annotations
 
-import hashlib
-import json
-import os
-import threading
-from collections import OrderedDict
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable, Iterable
 
 import torch
 import torch.fx as fx
 
+from tcomp.codegen.emit import emit
+from tcomp.frontend.capture import preserved_state
+from tcomp.ir import Network, Program
+from tcomp.ir.sites import find_sites
+
+from .factorize import CalibrationStats
+from .measurements import Measurements
 from .metrics import Metric
 
 
@@ -59,8 +60,6 @@ class Calibration:
                              f"verify the error); got {len(data)}")
         n_held = max(1, len(data) // 4)
         fit, held = data[:-n_held], data[-n_held:]
-        from tcomp.frontend.capture import preserved_state
-
         with torch.no_grad(), preserved_state(model):
             ref_fit = [model(*b) for b in fit]
             ref_held = [model(*b) for b in held]
@@ -110,132 +109,19 @@ class ProgramRunner(fx.Interpreter):
             self._values = {}
 
 
-#: Results that depend only on the model, its parameters' values and the calibration batches, kept across
-#: compilations in one process (a sweep over tolerances measures each option once): calibration key ->
-#: {result key -> value}, for the two most recent calibration keys only (factorizations are large).
-RESULTS: "OrderedDict[tuple, dict]" = OrderedDict()
-_KEEP = 2
-
-
-def calibration_key(model: torch.nn.Module, batches: list[tuple]) -> tuple:
-    """Identifies (model, parameter values, calibration data) for :data:`RESULTS`: the model object, every
-    parameter's and buffer's storage and version, and the calibration tensors' storages and shapes."""
-    state = tuple((t.data_ptr(), t._version) for t in (*model.parameters(), *model.buffers()))
-    data = tuple((t.data_ptr(), tuple(t.shape)) for b in batches for t in b if isinstance(t, torch.Tensor))
-    return id(model), hash(state), hash(data)
-
-
-def remembered(ctx, kind: str, *key, compute: Callable, persist: bool = False):
-    """``compute()``, remembered across compilations under the compilation's calibration key; with ``persist``
-    (JSON-able results: numbers, lists, None), also on disk across processes (:class:`MeasurementStore`)."""
-    base = ctx.options.get("calibration_key")
-    if base is None:
-        return compute()
-    table = RESULTS.setdefault(base, {})
-    RESULTS.move_to_end(base)
-    while len(RESULTS) > _KEEP:
-        RESULTS.popitem(last=False)
-    full = (kind, *key)
-    if full not in table:
-        store = MeasurementStore.for_digest(ctx.options.get("calibration_digest")) if persist else None
-        found = store.get(full) if store is not None else MeasurementStore.MISSING
-        table[full] = compute() if found is MeasurementStore.MISSING else found
-        if store is not None and found is MeasurementStore.MISSING:
-            store.put(full, table[full])
-    return table[full]
-
-
-def content_digest(model: torch.nn.Module, program_text: str, batches: list[tuple], metric: str) -> str:
-    """A digest of what an option's measured time and sensitivity depend on, stable across processes: the
-    lowered program's printed form (what the model computes, op by op), every parameter's and buffer's name, dtype,
-    shape and bytes, the calibration batches (tensors by value, anything else by ``repr``), the metric's name, the
-    tcomp version and the machine key (processor, torch version, threads — the times are this machine's)."""
-    from tcomp import __version__
-    from tcomp.cost.machine import machine_key
-
-    h = hashlib.sha256(f"{machine_key()}|{__version__}|{metric}|{program_text}".encode())
-    named = [*model.named_parameters(), *model.named_buffers()]
-    leaves = [(f"batch{k}.{j}", t) for k, b in enumerate(batches)
-              for j, t in enumerate(torch.utils._pytree.tree_leaves(b))]
-    for name, t in (*named, *leaves):
-        if not isinstance(t, torch.Tensor):
-            h.update(f"{name}|{t!r}".encode())
-            continue
-        flat = t.detach().cpu().resolve_conj().resolve_neg().contiguous().reshape(-1)
-        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}".encode())
-        h.update(flat.view(torch.uint8).numpy().tobytes() if flat.numel() else b"")
-    return h.hexdigest()
-
-
-class MeasurementStore:
-    """Measurements of one (model weights, calibration data, metric, machine) on disk —
-    ``<cache>/measurements-<digest>.json`` (``TCOMP_CACHE_DIR``, default ``~/.cache/tcomp``) — so that compiling
-    the same model with the same calibration data in a new process does not measure every option again (MiniLM:
-    13 minutes the first time). Written after each new measurement (atomically: a temporary file renamed, merged
-    with what is on disk), so an interrupted compilation keeps what it measured and two processes measuring the
-    same model keep both; an unreadable file is ignored and rewritten."""
-
-    MISSING = object()
-    _open: dict[str, "MeasurementStore"] = {}
-
-    def __init__(self, path: Path):
-        self.path = path
-        try:
-            self.entries: dict[str, Any] = json.loads(path.read_text())
-        except (OSError, ValueError):
-            self.entries = {}
-
-    @classmethod
-    def for_digest(cls, digest: str | None) -> "MeasurementStore | None":
-        if digest is None:
-            return None
-        from tcomp.cost.machine import cache_dir
-
-        path = cache_dir() / f"measurements-{digest[:24]}.json"
-        if str(path) not in cls._open:
-            cls._open[str(path)] = cls(path)
-        return cls._open[str(path)]
-
-    def get(self, key: tuple) -> Any:
-        return self.entries.get(repr(key), self.MISSING)
-
-    def put(self, key: tuple, value: Any) -> None:
-        """Record one measurement; the file gets what another process wrote meanwhile too (read, merge, write)."""
-        self.entries[repr(key)] = value
-        try:
-            on_disk = json.loads(self.path.read_text())
-            self.entries = {**on_disk, **self.entries} if isinstance(on_disk, dict) else self.entries
-        except (OSError, ValueError):
-            pass
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.path.with_suffix(f".tmp{os.getpid()}-{threading.get_ident()}")
-            tmp.write_text(json.dumps(self.entries))
-            tmp.replace(self.path)
-        except OSError:
-            pass  # a read-only cache only costs the next process its measurements
-
-
-def site_statistics(program, ctx) -> dict:
+def site_statistics(program: Program, cal: Calibration | None, measurements: Measurements) -> dict:
     """Input statistics (``CalibrationStats`` of the rows entering the weight) of every linear site, from the fit
     batches that sensitivities are not measured on (:attr:`Calibration.statistics_batches`; remembered across
     compilations). Empty without calibration data."""
-    return remembered(ctx, "site_stats", program.name, compute=lambda: _site_statistics(program, ctx))
-
-
-def _site_statistics(program, ctx) -> dict:
-    cal: Calibration | None = ctx.options.get("calibration_data")
-    stats: dict = {}
     if cal is None:
-        return stats
-    from tcomp.approx.factorize import CalibrationStats
+        return {}
+    return measurements.remember("site_stats", program.name, compute=lambda: _site_statistics(program, cal))
 
-    from .sites import find_sites
-    from tcomp.codegen.emit import emit
-    from tcomp.ir.program import Call, Network
 
-    sites = program.sites or find_sites(program)
-    gm = emit(program, {op.target: op.module for op in program.ops if isinstance(op, Call) and op.kind == "module"})
+def _site_statistics(program: Program, cal: Calibration) -> dict:
+    stats: dict = {}
+    sites = program.sites if program.sites is not None else find_sites(program)
+    gm = emit(program)
     runner = ProgramRunner(gm)
     producers = {op.out.name: op for op in program.ops}
     for name, site in sites.items():

@@ -14,9 +14,11 @@ from typing import Callable
 
 import torch
 
+import tcomp
 from tcomp.numerics import compare
-from .targets import Target
 from tcomp.timing import in_turns, sync_for
+
+from .targets import Target
 
 
 @dataclass
@@ -48,8 +50,6 @@ def _progress(msg: str, enabled: bool) -> None:
 
 def bench_target(target: Target, *, torch_compile: bool = True, inductor: bool = True,
                  tcomp_options: dict | None = None, rounds: int = 7, progress: bool = True) -> BenchResult:
-    import tcomp
-
     model, inputs = target.model, target.inputs
     res = BenchResult(target.name, [list(t.shape) if isinstance(t, torch.Tensor) else repr(t) for t in inputs])
     with torch.no_grad():

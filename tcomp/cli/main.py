@@ -15,6 +15,17 @@ import sys
 
 import torch
 
+import tcomp
+from tcomp.passes import pipeline
+from tcomp.passmanager import select_passes
+from tcomp.remat import BudgetInfeasibleError
+from tcomp.remat.result import check_budget
+from tcomp.zoo import entries
+
+from .bench import bench_target, format_table
+from .html import memory_text, page
+from .targets import TargetError, resolve
+
 
 def _add_target_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--input", action="append", metavar="SHAPE[:DTYPE]",
@@ -33,9 +44,6 @@ def _pass_selection(args) -> object:
         selection = {p.strip(): False for p in args.disable.split(",") if p.strip()}
     else:
         return None
-    from tcomp.passes import pipeline
-    from tcomp.passmanager import select_passes
-
     try:
         select_passes(pipeline(), selection)
     except ValueError as e:  # a misspelt pass: say so, not a traceback
@@ -45,8 +53,6 @@ def _pass_selection(args) -> object:
 
 
 def cmd_zoo(args) -> int:
-    from tcomp.zoo import entries
-
     rows = [("name", "tags", "batch", "inputs", "params", "default bench", "description")]
     for e in entries():
         inputs = e.example_inputs(batch=1)
@@ -64,12 +70,6 @@ def cmd_zoo(args) -> int:
 
 
 def cmd_inspect(args) -> int:
-    import tcomp
-
-    from .html import memory_text, page
-    from tcomp.remat import BudgetInfeasibleError
-    from .targets import TargetError, resolve
-
     try:
         target = resolve(args.target, args.input, args.batch)
     except TargetError as e:
@@ -126,8 +126,6 @@ def cmd_inspect(args) -> int:
 
 def parse_budget(text: str) -> float | int:
     """``0.6`` (a fraction of eager's peak), ``500000000`` or ``512MiB`` / ``2GB`` (bytes); ValueError otherwise."""
-    from tcomp.remat.result import check_budget
-
     units = {"kib": 2**10, "mib": 2**20, "gib": 2**30, "kb": 10**3, "mb": 10**6, "gb": 10**9, "b": 1}
     t = text.strip().lower()
     unit = next((u for u in units if t.endswith(u)), None)
@@ -149,10 +147,6 @@ def parse_budget(text: str) -> float | int:
 
 
 def cmd_bench(args) -> int:
-    from .bench import bench_target, format_table
-    from .targets import TargetError, resolve
-    from tcomp.zoo import entries
-
     targets = args.targets or [f"zoo:{e.name}" for e in entries() if e.default_bench]
     results = []
     for k, t in enumerate(targets, 1):

@@ -17,6 +17,8 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from tcomp.zoo import UnknownModelError, get_entry
+
 
 class TargetError(ValueError):
     """The target or its input specification cannot be resolved (the message says how to fix it)."""
@@ -56,8 +58,6 @@ def resolve(target: str, input_specs: list[str] | None = None, batch: int | None
     """The model (in eval mode) and example inputs named by ``target``."""
     inputs: tuple | None = None
     if target.startswith("zoo:"):
-        from tcomp.zoo import UnknownModelError, get_entry
-
         try:
             entry = get_entry(target[4:])
         except UnknownModelError as e:

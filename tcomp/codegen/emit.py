@@ -20,16 +20,18 @@ import torch.fx as fx
 import torch.nn as nn
 import torch.utils._pytree as pytree
 
-from tcomp.ir.indices import canonical_names
-from tcomp.ir.program import ACC, Call, Network, Pointwise, Program, Value, is_pure
 from tcomp.contract.plan import ContractionPlan, PairStep, fused_bias
-from .folded import CachedFunction, Compose, FoldedConstant, same_float_dtype
+from tcomp.ir import ACC, Call, Network, Pointwise, Program, Value, is_pure
+from tcomp.ir.indices import canonical_names
+from tcomp.ir.ops import contraction_dtype, stored_dtype
 from tcomp.ir.symbolic import B, Size, prod
 
+from .folded import CachedFunction, Compose, FoldedConstant, same_float_dtype
+from .kernels.dispatch import contract
 
-def emit(program: Program, modules: dict[str, nn.Module], fold_buffers: bool = False,
-         dtypes_unknown: bool = False) -> fx.GraphModule:
-    """Build the GraphModule. ``modules`` maps the qualified names of submodules that Calls reference.
+
+def emit(program: Program, *, fold_buffers: bool = False, dtypes_unknown: bool = False) -> fx.GraphModule:
+    """Build the GraphModule; the submodules that Calls run are its submodules under their qualified names.
 
     ``dtypes_unknown``: the program's recorded activation dtypes may be stale (a selection just changed some
     Networks' compute dtype, and :func:`tcomp.candidates.propagate_dtypes` runs this program to find the new ones),
@@ -39,7 +41,7 @@ def emit(program: Program, modules: dict[str, nn.Module], fold_buffers: bool = F
     FoldedConstant, so that a graph compiler sees a plain tensor; the caller refreshes the buffers before each
     call (see :mod:`tcomp.inductor`) from ``gm.tcomp_folds``: (FoldedConstant, parameters, buffer) triples.
     """
-    e = _Emitter(program, modules, fold_buffers, dtypes_unknown)
+    e = _Emitter(program, fold_buffers, dtypes_unknown)
     gm = e.run()
     gm.tcomp_folds = e.fold_buffers
     gm.tcomp_nodes = {name: node.name for name, node in e.named_nodes.items()}
@@ -58,8 +60,7 @@ def _floating_activation(v: Any) -> bool:
 
 
 class _Emitter:
-    def __init__(self, program: Program, modules: dict[str, nn.Module], fold_buffers: bool = False,
-                 dtypes_unknown: bool = False):
+    def __init__(self, program: Program, fold_buffers: bool, dtypes_unknown: bool):
         self.p = program
         self.use_fold_buffers = fold_buffers
         self.dtypes_unknown = dtypes_unknown
@@ -67,7 +68,6 @@ class _Emitter:
         self.graph = fx.Graph()
         self.env: dict[int, fx.Node] = {}
         self.attrs: dict[str, Any] = {}
-        self.modules = modules
         self._batch_node: fx.Node | None = None
         self._folds = 0
         self._casts: dict[tuple[str, torch.dtype], fx.Node] = {}
@@ -137,7 +137,7 @@ class _Emitter:
             args = tuple(self.graph.call_method("to", (a, dtype)) if _floating_activation(v) else a
                          for v, a in zip(op.args, args))
         if op.kind == "module":
-            self.attrs[op.target] = self.modules[op.target] if op.target in self.modules else op.module
+            self.attrs[op.target] = op.module
             return self.graph.call_module(op.target, args, kwargs)
         if op.kind == "method":
             return self.graph.call_method(op.target, args, kwargs)
@@ -233,7 +233,7 @@ class _Emitter:
         return node
 
     def _operand(self, net: Network, k: int) -> fx.Node:
-        """Operand ``k`` in the dtype the network contracts in (:func:`contraction_dtype`): a bf16 layer's output
+        """Operand ``k`` in the dtype the network contracts in (:func:`tcomp.ir.ops.contraction_dtype`): a bf16 layer's output
         read by a layer kept in fp32 is cast up; an integer operand is left alone."""
         v = net.operands[k]
         ix = net.flat_operand_indices()[k]
@@ -254,7 +254,7 @@ class _Emitter:
         if dtype is None:
             return self.node(v)
         if v.kind == "const":
-            if _stored_dtype(v) == dtype:
+            if stored_dtype(v) == dtype:
                 return self.node(v)
             key = (v.name, dtype)
             if key not in self._casts:  # with fold buffers, the float32 weight itself is not read by the graph
@@ -321,9 +321,6 @@ class _Emitter:
     def _kernel_step(self, net: Network, s: PairStep, lhs, rhs, last: bool):
         """One pairwise step as a generated Triton kernel reading both terms in place; the last step writes the
         output order directly and takes the epilogue when the result needs no reshape."""
-        from tcomp.codegen.kernels.dispatch import contract
-        from tcomp.passes.triton_codegen import epilogue_spec
-
         (ln, lorder), (rn, rorder) = lhs, rhs
         out = net.flat_out_indices if last else s.out
         letters = canonical_names((lorder, rorder, out))  # the kernels take ASCII index letters
@@ -331,7 +328,7 @@ class _Emitter:
             "".join(letters[i] for i in out)
         spec, tensors = (), []
         if last and net.epilogue and len(net.flat_out_indices) == len(net.out_dims):
-            found = epilogue_spec(net)
+            found = kernel_epilogue(net)
             if found is not None:
                 spec, values = found
                 tensors = [self.value_in(v, net.compute_dtype) for v in values]
@@ -404,27 +401,6 @@ class _Emitter:
         return self.graph.get_attr(f"{name}_value")
 
 
-def contraction_dtype(net: Network) -> torch.dtype | None:
-    """The dtype a Network contracts in: its reduced precision; else its floating constants' (the weights' —
-    an activation from a layer now in bf16 is cast to them); else, when its floating activations are recorded
-    with different dtypes, their promotion; else None (operands as they come). Not the result's dtype: an
-    epilogue may cast that (``lin(x).double()``)."""
-    if net.compute_dtype is not None:
-        return net.compute_dtype
-    for v in net.operands:
-        if v.kind == "const":
-            dtype = _stored_dtype(v)
-            if dtype is not None and dtype.is_floating_point:
-                return dtype
-    floats = {v.dtype for v in net.operands if v.dtype is not None and v.dtype.is_floating_point}
-    return functools.reduce(torch.promote_types, sorted(floats, key=str)) if len(floats) > 1 else None
-
-
-def _stored_dtype(const: Value) -> torch.dtype | None:
-    """A constant's dtype as stored (its tensor's), which a pass may not have recorded in the Value."""
-    return const.data.dtype if isinstance(const.data, torch.Tensor) else const.dtype
-
-
 def _subtree_leaves(plan: ContractionPlan, term: int, n: int) -> set[int]:
     if term < n:
         return {term}
@@ -442,3 +418,30 @@ def _leaves_only_under_folds(plan: ContractionPlan, n: int) -> set[int]:
 def _class_name(name: str) -> str:
     cleaned = "".join(c if c.isalnum() else "_" for c in name)
     return f"Tcomp{cleaned[:1].upper()}{cleaned[1:]}" if cleaned else "TcompModule"
+
+
+_ACTIVATIONS = {"relu": "relu", "silu": "silu", "sigmoid": "sigmoid", "tanh": "tanh"}
+
+
+def kernel_epilogue(net: Network) -> tuple[tuple, list[Value]] | None:
+    """The network's epilogue as a kernel epilogue spec and its tensor operands, or None when some step has no
+    kernel equivalent (it then runs in torch after the kernel)."""
+    spec: list[tuple] = []
+    tensors: list[Value] = []
+    for e in net.epilogue:
+        args = e.args
+        if e.fn == "add" and len(args) == 2 and (args[0] is ACC) != (args[1] is ACC) and not e.kwargs:
+            other = args[1] if args[0] is ACC else args[0]
+            if not isinstance(other, Value) or not other.is_tensor:
+                return None
+            spec.append(("bias" if other.kind == "const" else "residual", len(tensors)))
+            tensors.append(other)
+        elif e.fn in ("mul", "div") and len(args) == 2 and args[0] is ACC and isinstance(args[1], (int, float)):
+            spec.append(("scale", float(args[1]) if e.fn == "mul" else 1.0 / float(args[1])))
+        elif e.fn == "gelu" and args == (ACC,):
+            spec.append(("act", "gelu_tanh" if e.kwargs.get("approximate") == "tanh" else "gelu"))
+        elif e.fn in _ACTIVATIONS and args == (ACC,) and not e.kwargs:
+            spec.append(("act", _ACTIVATIONS[e.fn]))
+        else:
+            return None
+    return tuple(spec), tensors

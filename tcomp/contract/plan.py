@@ -23,8 +23,9 @@ from dataclasses import dataclass, field
 
 import opt_einsum
 
-from tcomp.cost.model import Cost, dtype_bytes, machine_model
-from tcomp.ir.program import Network
+from tcomp.cost.machine import machine_model
+from tcomp.cost.model import Cost, MachineModel, dtype_bytes
+from tcomp.ir import ACC, Network, Value
 from tcomp.ir.symbolic import Size, as_size, evaluate, prod
 
 
@@ -240,16 +241,18 @@ with the vector on the left."""
 
 
 def plan_network(net: Network, pairs: list[tuple[int, int]], *, batch: int | None = None,
-                 fold_constants: bool = False, training: bool = False, method: str = "") -> ContractionPlan:
+                 fold_constants: bool = False, training: bool = False, method: str = "",
+                 machine: MachineModel | None = None) -> ContractionPlan:
     """Lower a contraction tree (pairs of term ids: operands are 0..n-1, step s creates term n+s) to a plan with
-    every step's layout chosen and costs attached."""
-    return _Planner(net, batch, fold_constants, training).plan(pairs, method)
+    every step's layout chosen and costs attached, priced on ``machine`` (default: this one's constants)."""
+    return _Planner(net, batch, fold_constants, training, machine or machine_model()).plan(pairs, method)
 
 
 class _Planner:
     """Chooses every step's layout for one Network and prices it (see the module docstring)."""
 
-    def __init__(self, net: Network, batch: int | None, fold_constants: bool, training: bool):
+    def __init__(self, net: Network, batch: int | None, fold_constants: bool, training: bool,
+                 machine: MachineModel):
         self.net = net
         self.batch = batch
         self.num = decision_sizes(net, batch)
@@ -257,7 +260,7 @@ class _Planner:
         self.elt = dtype_bytes(net.compute_dtype or net.out.dtype)
         self.fold = fold_constants
         self.training = training
-        self.machine = machine_model()
+        self.machine = machine
 
     def plan(self, pairs: list[tuple[int, int]], method: str) -> ContractionPlan:
         net, num, elt = self.net, self.num, self.elt
@@ -441,8 +444,6 @@ def fused_bias(net: Network, steps, final) -> bool:
     if last.kind != "gemm" or last.batch or final != net.flat_out_indices or last.folded:
         return False
     args = net.epilogue[0].args
-    from tcomp.ir.program import ACC, Value
-
     if len(args) != 2 or args[0] is not ACC or not isinstance(args[1], Value) or args[1].shape is None:
         return False
     bias = args[1]

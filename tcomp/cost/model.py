@@ -5,17 +5,21 @@ can be evaluated over a range of batch sizes. The time of a cost is a roofline-s
 
     time = flops / gemm_rate + bytes / bandwidth + copy_bytes / copy_bandwidth + launches * launch_overhead
 
-whose four constants are measured once per machine by :mod:`tcomp.calibrate` (cached on disk) and documented in
+whose constants are measured once per machine by :mod:`tcomp.calibrate` (cached on disk) and documented in
 docs/passes/contraction_order.md. The model is deliberately simple: it must rank contraction orders and layouts,
 not predict wall time to the microsecond.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import sympy
 import torch
+import torch.nn as nn
+import torch.nn.functional as F
 
+from tcomp.ir import Call, Pointwise
 from tcomp.ir.symbolic import B, Size, as_size, evaluate
 
 
@@ -36,14 +40,14 @@ class Cost:
         return Cost(as_size(self.flops * k), as_size(self.bytes * k), as_size(self.copy_bytes * k), self.launches * k,
                     as_size(self.matrices * k))
 
-    def time(self, machine: "MachineModel | None" = None) -> Size:
-        m = machine or machine_model()
+    def time(self, m: "MachineModel") -> Size:
+        """Seconds on machine ``m`` (an expression in ``B`` when the cost is symbolic)."""
         t = (sympy.sympify(self.flops) / m.gemm_flops_per_s + sympy.sympify(self.bytes) / m.bytes_per_s
              + sympy.sympify(self.matrices) * m.matrix_s
              + sympy.sympify(self.copy_bytes) / m.copy_bytes_per_s + self.launches * m.launch_s)
         return t if t.free_symbols else float(t)
 
-    def time_at(self, batch: int, machine: "MachineModel | None" = None) -> float:
+    def time_at(self, batch: int, machine: "MachineModel") -> float:
         t = self.time(machine)
         return float(t.subs(B, batch)) if isinstance(t, sympy.Basic) else float(t)
 
@@ -68,7 +72,7 @@ def _fmt(x: Size) -> str:
 
 @dataclass(frozen=True)
 class MachineModel:
-    """Measured constants of the device the plan is made for (see :mod:`tcomp.calibrate`)."""
+    """Measured constants of the device the plan is made for (see :mod:`tcomp.cost.machine`)."""
 
     gemm_flops_per_s: float = 5.0e10
     bytes_per_s: float = 1.0e10
@@ -79,76 +83,38 @@ class MachineModel:
     details: dict = field(default_factory=dict, compare=False, hash=False)
 
 
-_MACHINE: MachineModel | None = None
-
-
-def machine_model() -> MachineModel:
-    """The calibrated model of this machine (measured once, then read from the cache)."""
-    global _MACHINE
-    if _MACHINE is None:
-        from .machine import load_or_calibrate
-
-        _MACHINE = load_or_calibrate()
-    return _MACHINE
-
-
-def set_machine_model(model: MachineModel | None) -> None:
-    """Override the machine model (tests and what-if analysis); None restores the calibrated one."""
-    global _MACHINE
-    _MACHINE = model
-
-
 def dtype_bytes(dtype: torch.dtype | None) -> int:
     if dtype is None:
         return 4
     return torch.empty((), dtype=dtype).element_size()
 
 
-def op_cost(op) -> Cost:
-    """The cost of one IR op (Networks: their plan, or the default einsum path when unplanned)."""
-    from tcomp.ir.program import Call, Network, Pointwise
-
-    if isinstance(op, Network):
-        from tcomp.contract.plan import network_cost
-
-        return network_cost(op)
-    if isinstance(op, Pointwise):
-        if not op.out.is_tensor:
-            return Cost()
-        nbytes = as_size(op.out.numel * dtype_bytes(op.out.dtype))
-        reads = sum(as_size(v.numel * dtype_bytes(v.dtype)) for v in op.inputs() if v.is_tensor)
-        return Cost(flops=op.out.numel, bytes=as_size(nbytes + reads), launches=1)
-    if isinstance(op, Call):
-        return _call_cost(op)
-    raise TypeError(op)
+def _traffic(op) -> Size:
+    """Bytes of the op's result written once and of each tensor it reads read once."""
+    written = as_size(op.out.numel * dtype_bytes(op.out.dtype))
+    return as_size(written + sum(as_size(v.numel * dtype_bytes(v.dtype)) for v in op.inputs() if v.is_tensor))
 
 
-def _call_cost(op) -> Cost:
-    """FLOPs of the Calls whose work is known from shapes (k×k convolutions); memory traffic otherwise."""
-    out = op.out
-    if not out.is_tensor:
+def pointwise_cost(op: Pointwise) -> Cost:
+    """One FLOP per element, and the op's traffic."""
+    if not op.out.is_tensor:
         return Cost()
-    nbytes = as_size(out.numel * dtype_bytes(out.dtype))
-    reads = sum(as_size(v.numel * dtype_bytes(v.dtype)) for v in op.inputs() if v.is_tensor)
-    flops: Size = 0
-    conv = _conv_weight(op)
-    if conv is not None and len(out.shape) >= 3:
-        w, groups = conv
-        per_out = 1
-        for s in w.shape[1:]:
-            per_out *= s
-        flops = as_size(2 * out.numel * per_out)
-    return Cost(flops=flops, bytes=as_size(nbytes + reads), launches=1)
+    return Cost(flops=op.out.numel, bytes=_traffic(op), launches=1)
 
 
-def _conv_weight(op):
-    import torch.nn as nn
-    import torch.nn.functional as F
+def call_cost(op: Call) -> Cost:
+    """FLOPs of the Calls whose work is known from shapes (convolutions), and the op's traffic."""
+    if not op.out.is_tensor:
+        return Cost()
+    w = _conv_weight(op)
+    flops = as_size(2 * op.out.numel * math.prod(w.shape[1:])) if w is not None and len(op.out.shape) >= 3 else 0
+    return Cost(flops=flops, bytes=_traffic(op), launches=1)
 
+
+def _conv_weight(op: Call) -> torch.Tensor | None:
     if op.kind == "module" and isinstance(op.module, nn.modules.conv._ConvNd):
-        return op.module.weight, op.module.groups
+        return op.module.weight
     if op.kind == "function" and op.target in (F.conv2d, torch.conv2d, F.conv1d, F.conv3d, torch.ops.aten.conv2d.default):
         w = op.args[1] if len(op.args) > 1 else op.kwargs.get("weight")
-        groups = op.args[6] if len(op.args) > 6 else op.kwargs.get("groups", 1)
-        return (w, groups) if getattr(w, "shape", None) is not None else None
+        return w if getattr(w, "shape", None) is not None else None
     return None

@@ -143,7 +143,7 @@ class _Recorder(fx.Interpreter):
 def _summarise(x: Any) -> Any:
     """Replace tensors by (shape, dtype) so results of different runs can be compared."""
     if isinstance(x, torch.Tensor):
-        return _TensorMeta(tuple(int(s) for s in x.shape), x.dtype)
+        return TensorMeta(tuple(int(s) for s in x.shape), x.dtype)
     if isinstance(x, torch.Size):
         return tuple(int(s) for s in x)
     if isinstance(x, (list, tuple)):
@@ -154,12 +154,14 @@ def _summarise(x: Any) -> Any:
 
 
 @dataclass(frozen=True)
-class _TensorMeta:
+class TensorMeta:
     shape: tuple
     dtype: torch.dtype
 
 
-def _propagate(gm: fx.GraphModule, inputs: tuple, fake: bool) -> dict[str, Any]:
+def propagate(gm: fx.GraphModule, inputs: tuple, fake: bool) -> dict[str, Any]:
+    """Every node's result (shapes and dtypes as :class:`TensorMeta` leaves) from running ``gm`` on ``inputs``:
+    with ``fake``, on fake tensors (no computation)."""
     rec = _Recorder(gm)
     if fake:
         # a failure is expected and handled (a real run follows); keep torch's fake-tensor logger quiet about it
@@ -248,7 +250,7 @@ def _record_shapes_now(cap: Captured) -> None:
         if node.op == "output" or node.name not in table:
             continue
         r = table[node.name]
-        if isinstance(r, _TensorMeta):
+        if isinstance(r, TensorMeta):
             node.meta["tcomp_shape"] = r.shape
             node.meta["tcomp_dtype"] = r.dtype
         else:
@@ -257,9 +259,9 @@ def _record_shapes_now(cap: Captured) -> None:
 
 def _propagate_any(gm: fx.GraphModule, inputs: tuple) -> dict[str, Any]:
     try:
-        return _propagate(gm, inputs, fake=True)
+        return propagate(gm, inputs, fake=True)
     except Exception:  # noqa: BLE001 - data-dependent ops need real tensors
-        return _propagate(gm, inputs, fake=False)
+        return propagate(gm, inputs, fake=False)
 
 
 def _fit_all(base: dict, runs: list[tuple[int, dict]]) -> dict | None:
@@ -278,11 +280,11 @@ class _NotAffine(Exception):
 
 
 def _fit_one(r0: Any, samples: list[tuple[int, Any]]) -> Any:
-    if isinstance(r0, _TensorMeta):
-        if any(not isinstance(s, _TensorMeta) or len(s.shape) != len(r0.shape) for _, s in samples):
+    if isinstance(r0, TensorMeta):
+        if any(not isinstance(s, TensorMeta) or len(s.shape) != len(r0.shape) for _, s in samples):
             raise _NotAffine
         shape = tuple(_fit_int([(b, s.shape[d]) for b, s in samples]) for d in range(len(r0.shape)))
-        return _TensorMeta(shape, r0.dtype)
+        return TensorMeta(shape, r0.dtype)
     if isinstance(r0, bool) or r0 is None:
         return r0
     if isinstance(r0, int):

@@ -23,7 +23,7 @@ import torch.utils._pytree as pytree
 
 from .capture import Captured
 from tcomp.ir.indices import IndexPool, refine
-from tcomp.ir.program import ACC, Call, Dims, EpilogueOp, Network, Pointwise, Program, Value
+from tcomp.ir import ACC, Call, Dims, EpilogueOp, Network, Pointwise, Program, Value
 from tcomp.ir.symbolic import Size, as_size
 
 aten = torch.ops.aten

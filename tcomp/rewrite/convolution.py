@@ -15,7 +15,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from tcomp.ir.program import Call, Op, Value
+from tcomp.ir import Call, Op, Value
 
 from .weights import Constants
 

@@ -16,14 +16,13 @@ a pass itself.
 from __future__ import annotations
 
 import functools
-import re
 from dataclasses import dataclass
 from typing import Callable
 
 import torch
 import torch.nn as nn
 
-from tcomp.ir.program import Call, Network, Op, Program, Value
+from tcomp.ir import Call, Network, Op, Program, Value
 from tcomp.codegen.folded import CachedFunction, Compose
 
 
@@ -84,22 +83,3 @@ class Constants:
         for name, v in self.made.items():
             if id(v) in read:
                 self.program.constants[name] = v
-
-
-class Names:
-    """Fresh value names and ``tcomp.…`` submodule targets that collide with nothing in the program."""
-
-    def __init__(self, program: Program):
-        self.used = {v.name for v in program.values()}
-        self.used |= {op.target for op in program.ops if isinstance(op, Call) and op.kind == "module"}
-
-    def fresh(self, base: str, prefix: str = "") -> str:
-        base = prefix + re.sub(r"\W", "_", base)
-        name, k = base, 1
-        while name in self.used:
-            name, k = f"{base}_{k}", k + 1
-        self.used.add(name)
-        return name
-
-    def target(self, base: str) -> str:
-        return self.fresh(base, prefix="tcomp.")

@@ -9,7 +9,8 @@ import torch.nn as nn
 from test_select import _batches, _flop_time, deterministic_layer_times
 
 import tcomp
-from tcomp.approx.calibration import RESULTS, MeasurementStore, content_digest
+from tcomp.approx.measurements import Measurements, content_digest
+from tcomp.cache import DiskCache
 
 
 class Small(nn.Module):
@@ -25,9 +26,9 @@ class Small(nn.Module):
 
 
 def _new_process():
-    """What a new process starts with: no in-process results, no open stores."""
-    RESULTS.clear()
-    MeasurementStore._open.clear()
+    """What a new process starts with: no in-process results, no open cache tables."""
+    Measurements._recent.clear()
+    DiskCache._open.clear()
 
 
 def _compile(model, cal, calls):
@@ -67,21 +68,3 @@ def test_the_digest_follows_weights_data_and_metric():
     assert content_digest(model, "program", [(cal[0][0] + 1e-6,), cal[1]], "cosine") != base
     assert content_digest(model, "another program", cal, "cosine") != base  # same weights, other forward code
     assert content_digest(model, "program", [(cal[0][0], 3), cal[1]], "cosine") != base  # a non-tensor argument
-
-
-def test_two_writers_keep_both_measurements(tmp_path):
-    path = tmp_path / "measurements-y.json"
-    a, b = MeasurementStore(path), MeasurementStore(path)  # two processes that opened the file before either wrote
-    a.put(("select", "fc1"), [1.0, 0.1])
-    b.put(("select", "fc2"), [2.0, 0.2])
-    fresh = MeasurementStore(path)
-    assert fresh.get(("select", "fc1")) == [1.0, 0.1] and fresh.get(("select", "fc2")) == [2.0, 0.2]
-
-
-def test_an_unreadable_store_is_ignored_and_rewritten(tmp_path):
-    path = tmp_path / "measurements-x.json"
-    path.write_text("{not json")
-    store = MeasurementStore(path)
-    assert store.get(("select", "fc1")) is MeasurementStore.MISSING
-    store.put(("select", "fc1"), [1e-3, 0.01])
-    assert MeasurementStore(path).get(("select", "fc1")) == [1e-3, 0.01]

@@ -1,4 +1,4 @@
-"""A program in reduced precision throughout (passes.precision.throughout) and the selection that weighs it as a
+"""A program in reduced precision throughout (tcomp.approx.precision.throughout) and the selection that weighs it as a
 base: every floating activation in bf16 with float32 master weights, outputs cast back, re-applied on
 recompilation; refused where an op cannot take bf16 inputs with float32 weights."""
 import warnings
@@ -12,9 +12,9 @@ from test_select import _op_cost_time, deterministic_layer_times
 import tcomp
 from tcomp.frontend.capture import capture
 from tcomp.codegen.emit import emit
-from tcomp.ir.program import Call, Network, Pointwise
+from tcomp.ir import Call, Network, Pointwise
 from tcomp.frontend.lower import lower
-from tcomp.passes.precision import throughout
+from tcomp.approx.precision import throughout
 
 
 class TinyEncoder(nn.Module):
@@ -52,22 +52,18 @@ class WritesInPlace(nn.Module):
         return out
 
 
-def _modules(program):
-    return {op.target: op.module for op in program.ops if isinstance(op, Call) and op.kind == "module"}
-
-
 def _one_site_in_bf16(model, inputs: tuple, site: str | None = None):
     """``model``'s lowered program with one site (``site``, else its only linear site) in bf16 — its plain
     precision option applied, dtypes propagated — as the selection would apply it."""
-    from tcomp.approx.sites import Option, find_sites
-    from tcomp.passes.select import Measured, apply_selection
+    from tcomp.approx.apply import apply_options
+    from tcomp.ir.sites import Option, find_sites
 
     program = lower(capture(model, inputs), type(model).__name__.lower())
     program.sites = find_sites(program)
     if site is None:
         (site,) = [n for n, s in program.sites.items() if s.kind == "linear"]
     option = Option(site, "precision", "bf16", dtype=torch.bfloat16)
-    return apply_selection(program, {site: Measured(option, 0.0, 0.0, 0.0)}, inputs)
+    return apply_options(program, {site: option}, inputs)
 
 
 def _relative(a, b):
@@ -88,7 +84,7 @@ def test_every_floating_activation_runs_in_bf16_and_the_output_comes_back_float3
     assert all(op.compute_dtype == torch.bfloat16 for op in program.ops if isinstance(op, Network))
     assert all(v.dtype == torch.float32 for v in program.constants.values() if v.dtype.is_floating_point)
     with torch.no_grad():
-        out, ref = emit(program, _modules(program))(ids), model(ids)
+        out, ref = emit(program)(ids), model(ids)
     assert out.dtype == torch.float32
     assert 0 < _relative(out, ref) < 3e-2  # bf16 rounding, and not float32 after all
 
@@ -107,7 +103,7 @@ def test_a_model_ending_in_normalize_runs_in_bf16_throughout():
     program = throughout(lower(capture(model, (x,)), "normalized"), torch.bfloat16, (x,))
     assert program is not None
     with torch.no_grad():
-        out = emit(program, _modules(program))(x)
+        out = emit(program)(x)
     assert out.dtype == torch.float32 and _relative(out, model(x)) < 2e-2
 
 
@@ -118,15 +114,17 @@ def test_a_convolution_module_runs_in_its_weights_dtype():
     conv = next(op for op in program.ops if isinstance(op, Call) and op.kind == "module")
     assert conv.out.dtype == torch.float32
     with torch.no_grad():
-        out, ref = emit(program, _modules(program))(x), model(x)
+        out, ref = emit(program)(x), model(x)
     assert out.dtype == torch.float32 and _relative(out, ref) < 2e-2
 
 
 def _op_cost_time_ops(ops, batch, training=False, repeats=9):
-    """The same for a site's ops in isolation (tcomp.layertime.time_ops), on the same scale."""
-    from tcomp.approx.option_time import _runnable, subprogram
+    """The same for a site's ops in isolation (tcomp.approx.option_time.time_ops), on the same scale."""
+    from tcomp.codegen.runnable import random_inputs, runnable
+    from tcomp.ir import subprogram
 
-    return _op_cost_time(*_runnable(subprogram(ops, batch), batch or 1, training))
+    program = subprogram(ops, batch)
+    return _op_cost_time(runnable(program, training=training), random_inputs(program, batch or 1))
 
 
 @pytest.fixture
@@ -156,16 +154,16 @@ def test_the_selection_keeps_the_bf16_throughout_base_when_it_is_fastest_and_rec
 
 
 def test_with_heal_only_the_base_predicted_fastest_is_healed(deterministic_times, monkeypatch):
-    import tcomp.approx.heal
+    import tcomp.approx.selection
 
     healed_programs = []
-    real_heal = tcomp.approx.heal.heal
+    real_heal = tcomp.approx.selection.heal
 
     def counting_heal(gm, *args):
         healed_programs.append(gm)
         return real_heal(gm, *args)
 
-    monkeypatch.setattr(tcomp.approx.heal, "heal", counting_heal)
+    monkeypatch.setattr(tcomp.approx.selection, "heal", counting_heal)
     model = TinyEncoder().eval()
     g = torch.Generator().manual_seed(3)
     cal = [torch.randint(0, 100, (8, 16), generator=g) for _ in range(4)]
@@ -185,7 +183,7 @@ def test_with_heal_a_base_whose_selection_measures_slower_than_exact_does_not_st
         deterministic_times, monkeypatch, float32_outcome_s):
     """bf16 throughout is predicted fastest and healed first, but its selection measures slower than the exact
     program (1.0 s): the float32 base is tried next, kept when faster (0.5 s), the program unchanged when not."""
-    import tcomp.passes.select as select_pass
+    import tcomp.approx.selection as select_pass
 
     outcome_time = {}
     real_rounds = select_pass._rounds
@@ -197,7 +195,7 @@ def test_with_heal_a_base_whose_selection_measures_slower_than_exact_does_not_st
         return outcome, tried
 
     monkeypatch.setattr(select_pass, "_rounds", rounds_noting_outcomes)
-    monkeypatch.setattr(select_pass, "_times_in_turns",  # the exact program 1.0 s; bf16 throughout alone 0.5 s
+    monkeypatch.setattr(select_pass, "times_in_turns",  # the exact program 1.0 s; bf16 throughout alone 0.5 s
                         lambda gms, args: [outcome_time.get(id(gm), 1.0 if k == 0 else 0.5)
                                            for k, gm in enumerate(gms)])
     model = TinyEncoder().eval()
@@ -273,7 +271,7 @@ def test_a_bf16_query_meets_float32_key_and_value_at_the_attention_call():
     x = torch.randn(4, 8, 32)
     mixed = _one_site_in_bf16(model, (x,), "q")
     with torch.no_grad():
-        out, ref = emit(mixed, _modules(mixed))(x), model(x)
+        out, ref = emit(mixed)(x), model(x)
     assert out.dtype == torch.float32
     assert 0 < _relative(out, ref) < 2e-2  # bf16 rounding of the query alone
 
@@ -295,7 +293,7 @@ def test_the_outputs_keep_their_values_and_dtypes():
     ids, x = torch.randint(0, 50, (2, 8)), torch.randn(2, 8, 16)
     program = throughout(lower(capture(model, (ids, x)), "sources"), torch.bfloat16, (ids, x))
     with torch.no_grad():
-        out, ref = emit(program, _modules(program))(ids, x), model(ids, x)
+        out, ref = emit(program)(ids, x), model(ids, x)
     assert [t.dtype for t in out] == [t.dtype for t in ref] == [torch.float32, torch.float32, torch.float32,
                                                                  torch.int64]
     assert torch.equal(out[0], ref[0]) and torch.equal(out[2], ref[2]) and torch.equal(out[3], ref[3])
@@ -339,7 +337,7 @@ def test_a_write_in_place_into_a_bf16_result_reaches_it():
     mixed = _one_site_in_bf16(model, (x,))
     assert any(isinstance(op, Network) and op.compute_dtype == torch.bfloat16 for op in mixed.ops)
     with torch.no_grad():
-        out, ref = emit(mixed, _modules(mixed))(x), model(x)
+        out, ref = emit(mixed)(x), model(x)
     assert torch.allclose(out[:, :4], ref[:, :4], rtol=1e-2, atol=1e-2)  # the write: 2x, not fc's values
     assert 0 < _relative(out[:, 4:], ref[:, 4:]) < 2e-2
 
@@ -362,7 +360,7 @@ def test_a_bf16_result_reaching_a_convolution_module_is_cast_to_its_weights_dtyp
     z = torch.randn(8, 16)
     mixed = _one_site_in_bf16(model, (z,))
     with torch.no_grad():
-        out, ref = emit(mixed, _modules(mixed))(z), model(z)
+        out, ref = emit(mixed)(z), model(z)
     assert out.dtype == torch.float32 and 0 < _relative(out, ref) < 2e-2
     g = torch.Generator().manual_seed(8)
     cal = [torch.randn(8, 16, generator=g) for _ in range(4)]
@@ -393,4 +391,4 @@ def test_a_float_the_model_makes_from_integers_itself_stays_float32():
     assert made.dtype == torch.float32
     assert not any(isinstance(op, Pointwise) and op.fn == "to" and op.args[0] is made for op in program.ops)
     with torch.no_grad():  # positions up to 299 000: in bf16 they would round by up to 1 024
-        assert _relative(emit(program, _modules(program))(x), model(x)) < 2e-2
+        assert _relative(emit(program)(x), model(x)) < 2e-2

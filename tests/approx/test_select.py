@@ -6,7 +6,7 @@ import torch.nn as nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import tcomp
-from tcomp.ir.program import Network
+from tcomp.ir import Network
 
 
 class LowRankMLP(nn.Module):
@@ -35,7 +35,7 @@ def _relative(a, b):
 
 
 def _flop_time(ops, batch, training=False, repeats=9):
-    """A deterministic stand-in for the measured time of ``ops`` (``tcomp.layertime.time_ops``): 1 ns per FLOP of
+    """A deterministic stand-in for the measured time of ``ops`` (``tcomp.approx.option_time.time_ops``): 1 ns per FLOP of
     their networks plus 1 µs per op, so that which options are faster does not depend on the machine's load."""
     from tcomp.contract.plan import network_cost
     from tcomp.ir.symbolic import evaluate
@@ -76,10 +76,10 @@ def deterministic_layer_times(mp, time_fn=_flop_time):
     and the option-against-dense ratios alike; whole programs by their ops' cost (:func:`_op_cost_time`); and take
     the bf16 GEMM as 2× the float32 one, so the precision pass offers bf16 whatever the machine's load."""
     mp.setattr("tcomp.passes.precision.gemm_speedup", lambda dtype: 2.0)
-    mp.setattr("tcomp.passes.select.median_time", _op_cost_time)
-    mp.setattr("tcomp.passes.select._times_in_turns", lambda gms, args: [_op_cost_time(gm, args) for gm in gms])
-    mp.setattr("tcomp.passes.select.time_ops", time_fn)
-    mp.setattr("tcomp.passes.select.time_against",
+    mp.setattr("tcomp.approx.selection.median_time", _op_cost_time)
+    mp.setattr("tcomp.approx.selection.times_in_turns", lambda gms, args: [_op_cost_time(gm, args) for gm in gms])
+    mp.setattr("tcomp.approx.selection.time_ops", time_fn)
+    mp.setattr("tcomp.approx.selection.time_against",
                lambda ops, reference, batch, training=False, rounds=9:
                time_fn(ops, batch, training) / time_fn(reference, batch, training))
 
@@ -155,8 +155,6 @@ def test_heal_reduces_the_error(monkeypatch):
 
 
 def test_healing_that_raises_the_held_out_error_is_not_kept(monkeypatch):
-    import tcomp.approx.heal
-
     def harmful_heal(gm, params, *args):
         with torch.no_grad():
             for p in params:
@@ -164,7 +162,7 @@ def test_healing_that_raises_the_held_out_error_is_not_kept(monkeypatch):
         return [1.0, 0.5]
 
     deterministic_layer_times(monkeypatch)
-    monkeypatch.setattr(tcomp.approx.heal, "heal", harmful_heal)
+    monkeypatch.setattr("tcomp.approx.selection.heal", harmful_heal)
     model = LowRankMLP(d=256, rank=96, seed=3).eval()
     cal = _batches(4, 256, 256)
     plain = tcomp.compile(model, cal[0], tolerance=0.3, calibration=cal, structures=("asvd",))
@@ -202,7 +200,7 @@ def test_recompilation_reuses_the_selection_and_its_parameters(lowrank_compiled)
     with torch.no_grad():
         compiled(x)
     second = compiled._tcomp_artifacts[0]
-    assert second is not first and second.selection.keys() == first.selection.keys()
+    assert second is not first and second.selection.sites.keys() == first.selection.sites.keys()
     select = next(p for p in second.report.passes if p.name == "select")
     assert "re-applied" in select.notes[0]
     again = {n: p for n, p in compiled.named_parameters() if n.startswith("tcomp_params.")}
@@ -223,7 +221,7 @@ def test_target_speedup_mode():
 def _with_site_in_bf16(model, cal, site="fc1"):
     """The program the selection works on for ``model`` (calibrated on ``cal``), with ``site`` alone applied in
     bf16 (its dense option, no structure) and the new dtypes propagated."""
-    from tcomp.passes.select import Measured, apply_selection
+    from tcomp.approx.apply import apply_options
 
     with pytest.MonkeyPatch.context() as mp:
         deterministic_layer_times(mp)
@@ -232,13 +230,13 @@ def _with_site_in_bf16(model, cal, site="fc1"):
         def keep(program, chosen, example):
             captured.setdefault("program", program)
             captured.setdefault("example", example)
-            return apply_selection(program, chosen, example)
+            return apply_options(program, chosen, example)
 
-        mp.setattr("tcomp.passes.select.apply_selection", keep)
+        mp.setattr("tcomp.approx.selection.apply_options", keep)
         tcomp.compile(model, cal[0], tolerance=0.5, calibration=cal, structures=("svd",))
     program = captured["program"]
     option = next(o for o in program.sites[site].options if o.dtype == torch.bfloat16 and "rank" not in o.name)
-    return apply_selection(program, {site: Measured(option, 0.0, 0.0, 0.0)}, captured["example"])
+    return apply_options(program, {site: option}, captured["example"])
 
 
 def test_a_bf16_layer_read_by_a_layer_kept_in_fp32():
@@ -248,7 +246,7 @@ def test_a_bf16_layer_read_by_a_layer_kept_in_fp32():
 
     model = LowRankMLP(d=64, rank=4).eval()
     cal = _batches(3, 16, 64)
-    gm = emit(_with_site_in_bf16(model, cal), {})
+    gm = emit(_with_site_in_bf16(model, cal))
     with torch.no_grad():
         out, ref = gm(cal[1]), model(cal[1])
     assert out.dtype == torch.float32
@@ -284,7 +282,7 @@ def test_a_bf16_layer_read_through_a_relabel_by_a_layer_kept_in_fp32():
     relabel = [op for op in mixed.ops if isinstance(op, Network) and len(op.operands) == 1]
     assert relabel and relabel[0].out.dtype == torch.bfloat16  # the recorded dtype follows the bf16 layer
     with torch.no_grad():
-        out, ref = emit(mixed, {})(cal[1]), model(cal[1])
+        out, ref = emit(mixed)(cal[1]), model(cal[1])
     assert out.dtype == torch.float32
     assert _relative(out, ref) < 2e-2  # bf16 rounding of one layer
 

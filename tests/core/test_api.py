@@ -8,7 +8,7 @@ import torch
 import torch.nn as nn
 
 import tcomp
-from tcomp.ir.program import Network
+from tcomp.ir import Network
 from tcomp.passmanager import Pass, PassReport
 
 

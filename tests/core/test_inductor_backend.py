@@ -8,7 +8,6 @@ import torch.nn as nn
 
 import tcomp
 from tcomp.codegen.emit import emit
-from tcomp.ir.program import Call
 from tcomp.numerics import compare
 from tcomp.codegen.folded import CachedFunction
 from tcomp.zoo import get_entry
@@ -25,27 +24,25 @@ def test_the_inductor_backend_equals_eager_on_small_zoo_models(name):
 
 
 def _bf16_program():
-    from tcomp.approx.sites import Option, find_sites
+    from tcomp.ir.sites import find_sites, Option
     from tcomp.frontend.capture import capture
     from tcomp.frontend.lower import lower
-    from tcomp.passes.select import Measured, apply_selection
+    from tcomp.approx.apply import apply_options
 
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(32, 64), nn.ReLU(), nn.Linear(64, 48), nn.ReLU(), nn.Linear(48, 8)).eval()
     x = torch.randn(4, 32)
     program = lower(capture(model, (x,)), "mlp")
     program.sites = find_sites(program)
-    chosen = {n: Measured(Option(n, "precision", "bf16", dtype=torch.bfloat16), 0.0, 0.0, 0.0)
+    chosen = {n: Option(n, "precision", "bf16", dtype=torch.bfloat16)
               for n, s in program.sites.items() if s.kind == "linear"}
     assert len(chosen) == 3
-    program = apply_selection(program, chosen, (x,))
-    modules = {op.target: op.module for op in program.ops if isinstance(op, Call) and op.kind == "module"}
-    return model, x, program, modules
+    return model, x, apply_options(program, chosen, (x,))
 
 
 def test_weight_casts_are_buffers_when_a_graph_compiler_reads_the_module():
-    model, x, program, modules = _bf16_program()
-    plain, buffered = emit(program, modules), emit(program, modules, fold_buffers=True)
+    model, x, program = _bf16_program()
+    plain, buffered = emit(program), emit(program, fold_buffers=True)
     called = [n for n in buffered.graph.nodes if n.op == "call_module"
               and isinstance(buffered.get_submodule(n.target), CachedFunction)]
     assert not called, [n.target for n in called]
@@ -61,10 +58,10 @@ def test_a_bf16_program_compiles_with_inductor_without_recompiling(monkeypatch):
 
     from tcomp.codegen.inductor import compile_with_inductor
 
-    model, x, program, modules = _bf16_program()
+    model, x, program = _bf16_program()
     torch._dynamo.reset()
     monkeypatch.setattr(torch._dynamo.config, "error_on_recompile", True)
-    runner = compile_with_inductor(emit(program, modules, fold_buffers=True), emit(program, modules), (x,))
+    runner = compile_with_inductor(emit(program, fold_buffers=True), emit(program), (x,))
     with torch.no_grad():
         out = runner(x)
     assert ((out - model(x)).norm() / model(x).norm()).item() < 2e-2

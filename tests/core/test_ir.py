@@ -3,7 +3,7 @@ import pytest
 import torch
 
 import tcomp
-from tcomp.ir.program import Call, Network, Pointwise, Program, Value
+from tcomp.ir import Call, Network, Pointwise, Program, Value
 
 
 def _v(name, shape, kind="op"):
@@ -64,7 +64,7 @@ def test_dead_code_keeps_side_effects():
 
 
 def test_an_out_argument_is_a_write_only_when_it_is_given():
-    from tcomp.ir.program import is_pure
+    from tcomp.ir import is_pure
 
     x, buf = _v("x", (4,), "input"), _v("buf", (4,), "input")
     normalized = torch.nn.functional.normalize

@@ -6,7 +6,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import tcomp
-from tcomp.ir.program import Call, Network, Pointwise
+from tcomp.ir import Call, Network, Pointwise
 
 
 class Fn(nn.Module):

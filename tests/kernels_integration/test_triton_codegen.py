@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import tcomp
-from tcomp.ir.program import Network
+from tcomp.ir import Network
 from tcomp.numerics import compare
 from tcomp.zoo import entries, get_entry
 

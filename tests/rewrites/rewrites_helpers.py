@@ -11,7 +11,7 @@ import torch.nn as nn
 
 import tcomp
 import tcomp.passes
-from tcomp.ir.program import Call
+from tcomp.ir import Call
 from tcomp.numerics import compare
 from tcomp.passes import (algebraic, contraction_order, conv_calls, cse, epilogue, fold_bn, fuse_networks, layout,
                           select_through)
@@ -20,8 +20,8 @@ from tcomp.passmanager import Pass
 
 def layout_pass(choice: str) -> Pass:
     """The layout pass with its decision fixed (no measuring)."""
-    return Pass(layout.NAME, lambda p, ctx: layout.run(p, dataclasses.replace(ctx, options={**ctx.options,
-                                                                                              "layout": choice})))
+    return Pass(layout.NAME, lambda p, ctx: layout.run(p, dataclasses.replace(
+        ctx, options=dataclasses.replace(ctx.options, layout=choice))))
 
 
 def simplify_passes(layout_choice: str = "channels_last") -> list[Pass]:

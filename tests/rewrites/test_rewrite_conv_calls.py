@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from rewrites_helpers import assert_forward_equal, assert_gradients_equal, compiled, ops_of, pipeline, report_of
 
-from tcomp.ir.program import Call, Network
+from tcomp.ir import Call, Network
 from tcomp.passes import contraction_order, conv_calls, fold_bn, fuse_networks
 
 PASSES = [fuse_networks.PASS, fold_bn.PASS, conv_calls.PASS, contraction_order.PASS]

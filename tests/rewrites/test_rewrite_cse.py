@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from rewrites_helpers import assert_forward_equal, assert_gradients_equal, compiled, ops_of, pipeline, report_of
 
-from tcomp.ir.program import Call, Network, Pointwise
+from tcomp.ir import Call, Network, Pointwise
 from tcomp.passes import contraction_order, cse, fuse_networks
 
 PASSES = [cse.PASS, fuse_networks.PASS, contraction_order.PASS]

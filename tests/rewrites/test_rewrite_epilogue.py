@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from rewrites_helpers import assert_forward_equal, assert_gradients_equal, compiled, ops_of, pipeline
 
-from tcomp.ir.program import Network, Pointwise
+from tcomp.ir import Network, Pointwise
 from tcomp.passes import contraction_order, epilogue, fuse_networks
 
 PASSES = [epilogue.PASS, fuse_networks.PASS, contraction_order.PASS]

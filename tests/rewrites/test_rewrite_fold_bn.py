@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from rewrites_helpers import assert_forward_equal, assert_gradients_equal, compiled, module_calls, ops_of, pipeline
 
-from tcomp.ir.program import Call, Network
+from tcomp.ir import Call, Network
 from tcomp.passes import contraction_order, fold_bn, fuse_networks
 from tcomp.codegen.folded import CachedFunction
 

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from rewrites_helpers import assert_forward_equal, assert_gradients_equal, compiled, ops_of, pipeline, report_of
 
-from tcomp.ir.program import Network
+from tcomp.ir import Network
 from tcomp.passes import contraction_order, fuse_networks, select_through
 
 PASSES = [select_through.PASS, fuse_networks.PASS, contraction_order.PASS]

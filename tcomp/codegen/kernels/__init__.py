@@ -12,11 +12,11 @@ Kernels run on CUDA tensors, or on CPU tensors under Triton's interpreter (``TRI
 generated, compiled and autotuned on first use, so the interpreter setting at the time of a call decides how that
 call runs (see :mod:`tcomp.kernels.runtime`). See docs/kernels.md.
 """
-from tcomp.codegen.kernels.contraction import contract_pair
-from tcomp.codegen.kernels.epilogue import ACTIVATIONS, Activation, AddTensor, Epilogue, Scale
-from tcomp.codegen.kernels.monarch import BTT_EQUATION, MONARCH_EQUATION, btt_multiply, monarch_multiply
-from tcomp.codegen.kernels.runtime import triton_available
-from tcomp.codegen.kernels.source import kernel_source
+from .contraction import contract_pair
+from .epilogue import ACTIVATIONS, Activation, AddTensor, Epilogue, Scale
+from .monarch import BTT_EQUATION, MONARCH_EQUATION, btt_multiply, monarch_multiply
+from .runtime import triton_available
+from .source import kernel_source
 
 __all__ = [
     "ACTIVATIONS", "Activation", "AddTensor", "BTT_EQUATION", "Epilogue", "MONARCH_EQUATION", "Scale",

@@ -25,9 +25,9 @@ from typing import Any
 
 import torch
 
-from tcomp.codegen.kernels import codegen, runtime
-from tcomp.codegen.kernels.epilogue import Epilogue, epilogue_arguments, epilogue_params, epilogue_source, signature_of
-from tcomp.codegen.kernels.equation import PairwiseEquation
+from . import codegen, runtime
+from .epilogue import Epilogue, epilogue_arguments, epilogue_params, epilogue_source, signature_of
+from .equation import PairwiseEquation
 
 #: Autotuning candidates on GPUs: (BLOCK_M, BLOCK_N, BLOCK_K) tiles, warps, pipeline stages. Compiled for sm_90
 #: (tcomp.kernels.offline), all use wgmma except the 16-row tile, and none spills with a bias + GELU epilogue.

@@ -27,7 +27,7 @@ from typing import Any, Union
 import torch
 import torch.nn.functional as F
 
-from tcomp.codegen.kernels import codegen
+from . import codegen
 
 #: Triton source of each pointwise function, as an expression of ``{x}``.
 ACTIVATIONS: dict[str, str] = {

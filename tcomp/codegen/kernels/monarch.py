@@ -32,8 +32,8 @@ from typing import Any
 
 import torch
 
-from tcomp.codegen.kernels import codegen, runtime
-from tcomp.codegen.kernels.epilogue import Epilogue, epilogue_arguments, epilogue_params, epilogue_source, signature_of
+from . import codegen, runtime
+from .epilogue import Epilogue, epilogue_arguments, epilogue_params, epilogue_source, signature_of
 
 MONARCH_EQUATION = "bki,kji,jlk->blj"
 BTT_EQUATION = "bki,kjir,jlkr->blj"

@@ -19,7 +19,9 @@ from typing import Any
 
 import torch
 
-from tcomp.codegen.kernels.runtime import KernelSpec, Launch, TuningConfig, define_kernel
+from . import contraction, monarch
+from .epilogue import Epilogue
+from .runtime import KernelSpec, Launch, TuningConfig, define_kernel
 
 _TRITON_TYPES = {torch.float16: "fp16", torch.bfloat16: "bf16", torch.float32: "fp32"}
 
@@ -109,9 +111,6 @@ def _report() -> None:
     """Print the resource use, on sm_90 in float16, of every GPU configuration of the fused Monarch kernel (width
     4096: 64 blocks of 64, 16384 rows) and of the contraction kernel (``btd,fd->btf`` + bias + GELU, 8×1024 tokens,
     1024 → 4096 features)."""
-    from tcomp.codegen.kernels import contraction, monarch
-    from tcomp.codegen.kernels.epilogue import Epilogue
-
     meta = {"device": "meta", "dtype": torch.float16}
     x, factor = torch.empty(16384, 4096, **meta), torch.empty(64, 64, 64, **meta)
     fused = monarch.plan_block_tensor_train("monarch", x, factor.unsqueeze(-1), factor.unsqueeze(-1), None, None)

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from tcomp.codegen.kernels.contraction import contraction_source
-from tcomp.codegen.kernels.epilogue import Epilogue
-from tcomp.codegen.kernels.monarch import BTT_EQUATION, MONARCH_EQUATION, btt_source
+from .contraction import contraction_source
+from .epilogue import Epilogue
+from .monarch import BTT_EQUATION, MONARCH_EQUATION, btt_source
 
 
 def kernel_source(equation: str, *, epilogue: Epilogue | Sequence[str] | None = None) -> str:
@@ -19,3 +19,16 @@ def kernel_source(equation: str, *, epilogue: Epilogue | Sequence[str] | None = 
     if isinstance(equation, str) and "".join(equation.split()) in (MONARCH_EQUATION, BTT_EQUATION):
         return btt_source(epilogue)
     return contraction_source(equation, epilogue)
+
+
+def kernel_sources(gm) -> str:
+    """The generated Triton kernels an emitted GraphModule calls (``gm.tcomp_kernels``), as a commented appendix
+    to its code."""
+    kernels = getattr(gm, "tcomp_kernels", [])
+    if not kernels:
+        return ""
+    parts = ["\n# ---- generated Triton kernels ----"]
+    for eq, signature in kernels:
+        parts.append(f"# contract_pair({eq!r}, epilogue={signature})")
+        parts.append(kernel_source(eq, epilogue=signature))
+    return "\n".join(parts) + "\n"

@@ -1,0 +1,194 @@
+"""The pipeline for one input signature: capture → lower → passes → emit → the backend that runs it.
+
+:func:`build` is what :class:`tcomp.api.CompiledModule` calls when a call matches none of its compiled programs.
+Data flows one way: capture (:mod:`tcomp.frontend`) gives a torch.fx graph, lowering turns it into a Program
+(:mod:`tcomp.ir`), the pass manager runs the passes (:mod:`tcomp.passes`) with one typed
+:class:`~tcomp.passmanager.PassContext`, emit (:mod:`tcomp.codegen`) prints the final Program as a GraphModule, and
+the runner is that module, Inductor on it, or — under a memory budget in training — its rematerialized training
+step (:mod:`tcomp.passes.rematerialize`).
+"""
+from __future__ import annotations
+
+import inspect
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+import torch.fx as fx
+import torch.nn as nn
+
+from tcomp import passes
+from tcomp.approx.calibration import Calibration
+from tcomp.approx.measurements import Measurements
+from tcomp.approx.metrics import get_metric
+from tcomp.approx.selection import Selection
+from tcomp.codegen.emit import emit
+from tcomp.codegen.inductor import compile_with_inductor
+from tcomp.frontend.arguments import CallTemplate, flatten_arguments, rebuild_call
+from tcomp.frontend.capture import Captured, capture, preserved_state
+from tcomp.frontend.lower import lower
+from tcomp.ir import Program
+from tcomp.numerics import compare
+from tcomp.options import Options
+from tcomp.passes.rematerialize import rematerialize_module
+from tcomp.passes.rematerialize.training import training_state_preserved
+from tcomp.passmanager import Pass, PassContext, PipelineResult, run_passes, select_passes
+from tcomp.report import CompileReport
+from tcomp.timing import median_time
+
+
+@dataclass
+class Build:
+    """One signature compiled: the runner a call runs (the emitted module, an Inductor runner, or a rematerialized
+    training step), the emitted module and final Program, the report, which (input, dim) pairs are the symbolic
+    batch (empty when specialised), and the approximate selection to re-apply on recompilation."""
+
+    runner: Callable
+    gm: fx.GraphModule
+    program: Program
+    report: CompileReport
+    batch_dims: set[tuple[int, int]]
+    selection: Selection | None
+
+
+def check(opts: Options) -> list[Pass]:
+    """Validate the options up front (a clear error before anything is traced) and return the passes to run."""
+    opts.validate()
+    return select_passes(passes.pipeline(), opts.passes, approximate=opts.approximate)
+
+
+def build(model: nn.Module, flat: tuple, signature: inspect.Signature, opts: Options, name: str,
+          earlier_selection: Selection | None = None) -> Build:
+    """Capture, lower, optimise and emit ``model`` for the example arguments ``flat`` (bound to ``signature``).
+    ``earlier_selection``: the choices of an earlier approximate compilation of this model, re-applied as they are."""
+    timings: dict[str, float] = {}
+    with _timed(timings, "capture"):
+        cap, positions = _capture(model, flat, signature)
+    example = tuple(flat[k] for k in positions)
+    with _timed(timings, "lower"):
+        program = lower(cap, name)
+    ctx = _context(model, example, program, opts, earlier_selection, timings)
+    verify = _verifier(model, flat, example) if opts.verify else None
+    with _timed(timings, "passes"):
+        result = run_passes(program, check(opts), ctx, check=verify)
+    with _timed(timings, "emit"):
+        gm = emit(result.program)
+    batch_dims = {(positions[p], d) for p, d in cap.batch_inputs}
+    if opts.memory_budget is not None and _trains(model):
+        runner, memory = _rematerialized(model, signature, flat, gm, opts.memory_budget)
+        timings["rematerialize"] = memory["compile_time"]
+        notes = [f"memory_budget={opts.memory_budget}: the training step runs rematerialized forward and backward "
+                 f"graphs (eager backend), specialised to the example shapes"]
+        batch_dims, backend = set(), "eager"
+    else:
+        runner, notes = _backend(opts.backend, result.program, gm, example, timings)
+        memory, backend = None, "inductor" if runner is not gm else "eager"
+        if opts.memory_budget is not None:
+            notes.append(f"memory_budget={opts.memory_budget} applies to training: this signature runs in eval mode "
+                         f"or without gradients, so nothing is rematerialized")
+    report = _report(name, cap, result, timings, batch_dims, backend, notes, memory)
+    return Build(runner, gm, result.program, report, batch_dims, result.selection)
+
+
+@contextmanager
+def _timed(timings: dict[str, float], stage: str):
+    t0 = time.perf_counter()
+    try:
+        yield
+    finally:
+        timings[stage] = time.perf_counter() - t0
+
+
+def _capture(model: nn.Module, flat: tuple, signature: inspect.Signature) -> tuple[Captured, list[int]]:
+    """The captured graph, and the positions of the tensor arguments (the graph's inputs, in order). A signature
+    with anything but positional tensors is traced through a wrapper that rebuilds the call (:class:`CallTemplate`)."""
+    positions = [k for k, a in enumerate(flat) if isinstance(a, torch.Tensor)]
+    _, names, rebuild = flatten_arguments(signature, *rebuild_call(signature, flat))
+    plain = len(positions) == len(flat) and all(
+        p.kind == inspect.Parameter.POSITIONAL_OR_KEYWORD for p in signature.parameters.values())
+    template = None if plain else CallTemplate([names[k] for k in positions], positions, flat, rebuild)
+    return capture(model, tuple(flat[k] for k in positions), call=template), positions
+
+
+def _context(model: nn.Module, example: tuple, program: Program, opts: Options,
+             earlier_selection: Selection | None, timings: dict[str, float]) -> PassContext:
+    """The pass context; for an approximate compilation that measures (no earlier selection), the calibration data
+    split with the model's reference outputs, and the measurements remembered for model and data."""
+    ctx = PassContext(example_inputs=example, training=model.training, options=opts, model=model)
+    if not opts.approximate:
+        return ctx
+    if earlier_selection is not None:
+        ctx.earlier_selection = earlier_selection
+        return ctx
+    with _timed(timings, "calibration"):
+        ctx.calibration = Calibration.split(model, opts.calibration, get_metric(opts.metric))
+        ctx.measurements = Measurements.of(model, ctx.calibration.fit + ctx.calibration.held_out, program.format(),
+                                           opts.metric)
+    return ctx
+
+
+def _verifier(model: nn.Module, flat: tuple, example: tuple) -> Callable[[Program], str | None]:
+    """``verify=True``: after each pass, the program emitted and run on the example, compared with eager."""
+    with torch.no_grad(), preserved_state(model):
+        reference = model(*flat)
+
+    def verify(program: Program) -> str | None:
+        with torch.no_grad(), preserved_state(model):
+            out = emit(program)(*example)
+        c = compare(reference, out)
+        return None if c.ok else c.detail
+
+    return verify
+
+
+def _backend(choice: str, program: Program, gm: fx.GraphModule, example: tuple, timings: dict):
+    """The runner for ``choice``: the emitted module itself ("eager"), Inductor on it ("inductor"), or whichever
+    of the two is faster on the example inputs ("auto"). Returns (runner, notes for the report)."""
+    if choice == "eager":
+        return gm, []
+    try:
+        with _timed(timings, "inductor"):
+            runner = compile_with_inductor(emit(program, fold_buffers=True), gm, example)
+    except Exception as err:  # noqa: BLE001 - Inductor unavailable or failing: keep the eager backend
+        if choice == "inductor":
+            raise
+        return gm, [f"backend auto: Inductor failed ({type(err).__name__}: {str(err).splitlines()[0][:200]}); "
+                    f"using the eager backend"]
+    if choice == "inductor":
+        return runner, []
+    t_eager, t_ind = median_time(gm, example), median_time(runner, example)
+    note = (f"backend auto: eager {t_eager * 1e3:.3f} ms, inductor {t_ind * 1e3:.3f} ms per call on the example "
+            f"inputs; using {'inductor' if t_ind < t_eager else 'eager'}")
+    return (runner if t_ind < t_eager else gm), [note]
+
+
+def _trains(model: nn.Module) -> bool:
+    return model.training and torch.is_grad_enabled() and any(p.requires_grad for p in model.parameters())
+
+
+def _rematerialized(model: nn.Module, signature: inspect.Signature, flat: tuple, gm: fx.GraphModule,
+                    budget: float | int) -> tuple[Callable, dict]:
+    """The emitted module's training step rematerialized under ``budget`` (a fraction of the original model's
+    measured peak, or bytes): the Moccasin schedule turned into forward/backward graphs. Returns the runner and its
+    RematReport as a dict. Measuring runs training steps: they run on detached copies of the caller's tensors, so
+    that no gradient reaches them or the graph that produced them."""
+    detached = tuple(a.detach().requires_grad_(a.requires_grad) if isinstance(a, torch.Tensor) else a for a in flat)
+    args, kwargs = rebuild_call(signature, detached)
+    example = tuple(a for a in detached if isinstance(a, torch.Tensor))
+    with training_state_preserved(model):  # the reference steps update the original's gradients and buffers
+        module = rematerialize_module(gm, example, budget, reference=lambda *_: model(*args, **kwargs))
+    return module, module.remat_report.to_dict()
+
+
+def _report(name: str, cap: Captured, result: PipelineResult, timings: dict[str, float],
+            batch_dims: set, backend: str, notes: list[str], memory: dict | None) -> CompileReport:
+    report = CompileReport(
+        name, capture=cap.method, batch_symbolic=bool(batch_dims), example_batch=cap.example_batch,
+        notes=list(cap.notes) + notes, passes=result.reports, snapshots=result.snapshots,
+        flops_before=result.reports[0].flops_before if result.reports else 0,
+        flops_after=result.reports[-1].flops_after if result.reports else 0, timings=timings, backend=backend)
+    if memory is not None:
+        report.extra["memory"] = memory
+    return report

@@ -1,0 +1,112 @@
+"""The package's layout holds: no import circles (function-level imports included, so none can hide one), and every
+stage imports only the stages below it (docs/architecture.md). Read from the source with ``ast``, not by importing."""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import networkx as nx
+
+ROOT = Path(__file__).resolve().parents[2]
+
+#: what each stage may import besides itself: the one direction of docs/architecture.md
+ALLOWED = {
+    "tcomp.version": set(), "tcomp.timing": set(), "tcomp.numerics": set(), "tcomp.cache": set(),
+    "tcomp.ir": set(), "tcomp.remat": set(), "tcomp.zoo": set(),
+    "tcomp.cost": {"tcomp.ir", "tcomp.cache", "tcomp.timing"},
+    "tcomp.contract": {"tcomp.ir", "tcomp.cost"},
+    "tcomp.frontend": {"tcomp.ir"},
+    "tcomp.codegen": {"tcomp.ir", "tcomp.cost", "tcomp.contract", "tcomp.timing"},
+    "tcomp.rewrite": {"tcomp.ir", "tcomp.codegen"},
+    "tcomp.approx": {"tcomp.ir", "tcomp.cost", "tcomp.contract", "tcomp.codegen", "tcomp.frontend", "tcomp.cache",
+                     "tcomp.timing", "tcomp.version"},
+    "tcomp.options": {"tcomp.approx", "tcomp.remat"},
+    "tcomp.passmanager": {"tcomp.ir", "tcomp.cost", "tcomp.contract", "tcomp.approx", "tcomp.options"},
+    "tcomp.report": {"tcomp.ir", "tcomp.passmanager"},
+    "tcomp.passes": {"tcomp.ir", "tcomp.cost", "tcomp.contract", "tcomp.codegen", "tcomp.frontend", "tcomp.rewrite",
+                     "tcomp.approx", "tcomp.remat", "tcomp.options", "tcomp.passmanager", "tcomp.cache",
+                     "tcomp.timing"},
+    "tcomp.pipeline": {"tcomp.ir", "tcomp.approx", "tcomp.codegen", "tcomp.frontend", "tcomp.numerics",
+                       "tcomp.options", "tcomp.passes", "tcomp.passmanager", "tcomp.report", "tcomp.timing"},
+    "tcomp.api": {"tcomp.ir", "tcomp.approx", "tcomp.codegen", "tcomp.frontend", "tcomp.options", "tcomp.pipeline",
+                  "tcomp.report"},
+    "tcomp": {"tcomp.api", "tcomp.approx", "tcomp.frontend", "tcomp.passmanager", "tcomp.version"},
+    "tcomp.dynamo_backend": {"tcomp.api"},
+    "tcomp.cli": {"tcomp", "tcomp.ir", "tcomp.zoo", "tcomp.remat", "tcomp.passes", "tcomp.passmanager",
+                  "tcomp.numerics", "tcomp.timing"},
+}
+
+
+def _modules() -> dict[str, Path]:
+    mods = {}
+    for package, folder in (("tcomp", ROOT / "tcomp"), ("tcomp.passes", ROOT / "passes")):
+        for path in folder.rglob("*.py"):
+            parts = list(path.relative_to(folder).with_suffix("").parts)
+            if parts[-1] == "__init__":
+                parts.pop()
+            mods[".".join([package, *parts])] = path
+    return mods
+
+
+def _imports(name: str, path: Path, mods: dict[str, Path]) -> set[str]:
+    """The tcomp modules ``name`` imports, anywhere in the file; ``from pkg import sub`` counts as ``pkg.sub``
+    when that is a module."""
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")
+                anchor = anchor[:len(anchor) - node.level + 1]
+                base = ".".join(anchor + ([base] if base else []))
+            for a in node.names:
+                found.add(f"{base}.{a.name}" if f"{base}.{a.name}" in mods else base)
+    return {m for m in found if m in mods}
+
+
+def _graph() -> nx.DiGraph:
+    mods = _modules()
+    g = nx.DiGraph()
+    g.add_nodes_from(mods)
+    for name, path in mods.items():
+        g.add_edges_from((name, m) for m in _imports(name, path, mods) if m != name)
+    return g
+
+
+def _stage(module: str) -> str:
+    """The stage a module belongs to: the longest key of ALLOWED it is in."""
+    return max((s for s in ALLOWED if module == s or module.startswith(s + ".")), key=len)
+
+
+def test_no_import_circles():
+    g = _graph()
+    circles = [sorted(c) for c in nx.strongly_connected_components(g) if len(c) > 1]
+    assert not circles, f"import circles: {circles}"
+
+
+def test_every_stage_imports_only_the_stages_below_it():
+    g = _graph()
+    wrong = sorted(f"{a} imports {b}" for a, b in g.edges
+                   if _stage(a) != _stage(b) and _stage(b) not in ALLOWED[_stage(a)])
+    assert not wrong, "\n".join(wrong)
+
+
+def test_every_module_is_in_a_stage_and_says_what_it_is():
+    for name, path in _modules().items():
+        assert _stage(name), name
+        tree = ast.parse(path.read_text())
+        if path.name != "__main__.py":
+            assert ast.get_docstring(tree), f"{name} has no docstring"
+
+
+def test_the_check_finds_a_circle():
+    """The graph reader sees function-level and relative imports (a circle through one must not pass)."""
+    mods = _modules()
+    edges = _imports("tcomp.ir.program", mods["tcomp.ir.program"], mods)
+    assert "tcomp.ir.ops" in edges and "tcomp.ir.printer" in edges
+    g = _graph()
+    g.add_edge("tcomp.ir.ops", "tcomp.ir.program")
+    assert any(len(c) > 1 for c in nx.strongly_connected_components(g))
