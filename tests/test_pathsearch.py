@@ -309,3 +309,23 @@ def test_cotengra_is_used_when_installed(monkeypatch):
     assert calls and calls[0]["max_time"] == pytest.approx(pathsearch.COTENGRA_SHARE * 2)
     assert calls[0]["minimize"] == "flops"
     assert "cotengra" in [method for method, _, _ in result.trials]
+
+
+def test_the_search_is_an_opt_einsum_path_optimizer():
+    """Registered as optimize="tcomp", and usable as a PathOptimizer instance: same result as another path, a path
+    no costlier than greedy's; a memory limit is refused, not ignored."""
+    import numpy as np
+    import opt_einsum
+    from opt_einsum.testing import rand_equation
+
+    import tcomp  # noqa: F401 - importing tcomp registers the search
+    from tcomp.contract.pathsearch import PathSearch
+
+    eq, shapes = rand_equation(12, 3, seed=1)
+    arrays = [np.random.default_rng(0).standard_normal(s) for s in shapes]
+    np.testing.assert_allclose(opt_einsum.contract(eq, *arrays, optimize="tcomp"),
+                               opt_einsum.contract(eq, *arrays, optimize="greedy"), rtol=1e-10)
+    ours = opt_einsum.contract_path(eq, *arrays, optimize=PathSearch(time_budget=0.5))[1].opt_cost
+    assert ours <= opt_einsum.contract_path(eq, *arrays, optimize="greedy")[1].opt_cost
+    with pytest.raises(ValueError, match="memory_limit"):
+        opt_einsum.contract_path(eq, *arrays, optimize=PathSearch(), memory_limit=1000)

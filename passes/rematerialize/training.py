@@ -111,10 +111,6 @@ def rematerialize_module(
     Raises BudgetInfeasibleError (in step bytes) when the solver finds no schedule within the budget; warns when
     the step still measures above the budget after ATTEMPTS tries.
     """
-    # imported on use: they import torch._dynamo, which takes seconds
-    from torch._dynamo.backends.debugging import boxed_nop
-    from torch._functorch.aot_autograd import aot_module_simplified
-
     started = time.perf_counter()
     check_budget(budget)
     inputs = tuple(example_inputs)
@@ -123,6 +119,30 @@ def rematerialize_module(
     eager_peak = _measure_step(reference or model, model, inputs, loss, device)
     target = int(budget * eager_peak) if isinstance(budget, float) else budget
     loss_bytes = _measure_loss(model, inputs, loss, device)
+    module, plan, measured, attempts = _fit(model, inputs, target, eager_peak, loss, loss_bytes, device, time_limit)
+    solved = plan.solved
+    module.remat_report = RematReport(
+        budget=target, eager_peak=eager_peak, predicted_peak=solved.peak_memory + plan.unmodelled,
+        measured_peak=measured, tdi=solved.tdi, solver_status=solved.status, solver_time=solved.solve_time,
+        operations=plan.operations, groups=plan.groups, saved_bytes=plan.saved_bytes, recomputed=plan.recomputed,
+        attempts=attempts, compile_time=time.perf_counter() - started,
+        timeline_before=[b + plan.unmodelled for b in plan.timeline_before],
+        timeline_after=[b + plan.unmodelled for b in plan.timeline_after],
+    )
+    if report is not None:
+        report(module.remat_report)
+    return module
+
+
+def _fit(model: nn.Module, inputs: tuple, target: int, eager_peak: int, loss: Callable, loss_bytes: int,
+         device: torch.device, time_limit: float) -> tuple[RematerializedModule, "_Plan", int, int]:
+    """Schedule, partition and measure the step until it measures within ``target``, at most ATTEMPTS times: each
+    attempt adds what the last one measured over the budget to the memory the coarse model does not see. Returns
+    the module, the last plan, its measured peak and the number of attempts."""
+    # imported on use: they import torch._dynamo, which takes seconds
+    from torch._dynamo.backends.debugging import boxed_nop
+    from torch._functorch.aot_autograd import aot_module_simplified
+
     unmodelled: int | None = None
     op_cache: dict = {}
     for attempt in range(1, ATTEMPTS + 1):
@@ -142,19 +162,8 @@ def rematerialize_module(
         unmodelled = plan.unmodelled + measured - target
     if measured > target:
         warnings.warn(f"rematerialization: the step measures {measured} bytes, over the budget of {target}, after "
-                      f"{attempt} attempts (the coarse model misses temporaries inside its groups)", stacklevel=2)
-    solved = plan.solved
-    module.remat_report = RematReport(
-        budget=target, eager_peak=eager_peak, predicted_peak=solved.peak_memory + plan.unmodelled,
-        measured_peak=measured, tdi=solved.tdi, solver_status=solved.status, solver_time=solved.solve_time,
-        operations=plan.operations, groups=plan.groups, saved_bytes=plan.saved_bytes, recomputed=plan.recomputed,
-        attempts=attempt, compile_time=time.perf_counter() - started,
-        timeline_before=[b + plan.unmodelled for b in plan.timeline_before],
-        timeline_after=[b + plan.unmodelled for b in plan.timeline_after],
-    )
-    if report is not None:
-        report(module.remat_report)
-    return module
+                      f"{attempt} attempts (the coarse model misses temporaries inside its groups)", stacklevel=3)
+    return module, plan, measured, attempt
 
 
 class _Plan:

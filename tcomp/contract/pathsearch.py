@@ -27,7 +27,9 @@ Its own part is how they are combined:
    after each size (successive halving), so cheap passes run on many trees and expensive ones only on the best.
 
 Paths are in opt_einsum's format: a list of tuples of positions in a shrinking list of terms, each contraction's
-result appended at the end.
+result appended at the end. :class:`PathSearch` is the search as an opt_einsum ``PathOptimizer``; importing tcomp
+registers it as ``optimize="tcomp"`` (a one-second budget), so ``opt_einsum.contract(eq, *arrays, optimize="tcomp")``
+uses it.
 """
 from __future__ import annotations
 
@@ -44,7 +46,7 @@ from dataclasses import dataclass, field
 
 import opt_einsum
 
-__all__ = ["SearchResult", "contraction_cost", "search"]
+__all__ = ["PathSearch", "SearchResult", "contraction_cost", "search"]
 
 EXACT_MAX = 10                    # up to this many tensors: exact dp over all subsets (outer products too), done
 DP_CHILD_MAX = 256                # dp child process up to this many tensors (mps_mpo, 200 tensors: dp takes 25 s)
@@ -600,3 +602,26 @@ def _result(net: _Network, found: _Portfolio, start: float) -> SearchResult:
     inputs = [tuple(term) for term in net.inputs]
     cost = contraction_cost(inputs, tuple(net.output), net.sizes, path)
     return SearchResult(path, cost, method, time.perf_counter() - start, found.trials)
+
+
+class PathSearch(opt_einsum.paths.PathOptimizer):
+    """:func:`search` as an opt_einsum path optimizer: ``opt_einsum.contract(eq, *arrays,
+    optimize=PathSearch(time_budget=2.0))``. opt_einsum's ``memory_limit`` is not supported (the search minimises
+    :func:`contraction_cost` alone): a limit raises ValueError rather than being ignored."""
+
+    def __init__(self, time_budget: float = 1.0, seed: int = 0):
+        self.time_budget = time_budget
+        self.seed = seed
+
+    def __call__(self, inputs, output, size_dict, memory_limit=None) -> list[tuple[int, ...]]:
+        if memory_limit is not None:
+            raise ValueError("tcomp's path search takes no memory_limit: it minimises the contraction cost alone")
+        # opt_einsum passes index sets; their order means nothing, but sorted they number alike in every process
+        terms = [sorted(term, key=str) for term in inputs]
+        return search(terms, sorted(output, key=str), size_dict, time_budget=self.time_budget, seed=self.seed).path
+
+
+try:
+    opt_einsum.paths.register_path_fn("tcomp", PathSearch())
+except KeyError:  # already registered (this module imported again)
+    pass

@@ -3,9 +3,9 @@ shows.
 
 ``%up = network ad,cd->ac (%norm, up.weight) ; add(acc, up.bias)   f32[B,256]   49152*B flop``: the result, the
 op's kind (``network``, ``relabel`` for a pure reshape/permute, ``pointwise``, ``call``), its grouped equation or
-target, its operands, its epilogue, then the result's type and whatever the caller annotates (the pass manager adds
-each Network's FLOPs, :func:`tcomp.contract.costs.flops_note`). A planned Network's contraction tree is printed
-under it, one step a line.
+target, its operands, its epilogue, then the result's type and its cost: a planned Network's FLOPs, or whatever the
+caller annotates (the pass manager's snapshots give every Network's, :func:`tcomp.contract.costs.flops_note`). A
+planned Network's contraction tree is printed under it, one step a line.
 """
 from __future__ import annotations
 
@@ -53,18 +53,24 @@ def format_op(op: Op) -> str:
     return f"{lhs} call {op.target_name}({_format_args(op.args, op.kwargs)})"
 
 
+def _planned_flops(op: Op) -> str:
+    return f"   {op.plan.cost.flops_str()} flop" if isinstance(op, Network) and op.plan is not None else ""
+
+
 def format_epilogue(net: Network) -> str:
     return "".join(f" ; {e.fn}({_format_args(e.args, e.kwargs)})" for e in net.epilogue)
 
 
 def format_program(program, annotate: Callable[[Op], str] | None = None) -> str:
-    """``program`` printed; ``annotate(op)`` adds text after an op's type (costs)."""
+    """``program`` printed; ``annotate(op)`` adds text after an op's type (the pass manager gives every Network's
+    FLOPs, :func:`tcomp.contract.costs.flops_note`); by default a planned Network shows its plan's FLOPs."""
+    annotate = annotate or _planned_flops
     ins = ", ".join(f"{v.name}: {v.type_str()}" for v in program.inputs)
     outs = ", ".join(v.type_str() for v in program.output_values())
     lines = [f"program {program.name}({ins}) -> {outs}"]
     rows = []
     for op in program.ops:
-        info = op.out.type_str() + (annotate(op) if annotate is not None else "")
+        info = op.out.type_str() + annotate(op)
         rows.append((format_op(op), info))
         if isinstance(op, Network) and op.plan is not None:
             for line in op.plan.format(op).splitlines():

@@ -28,10 +28,6 @@ def as_size(x) -> Size:
     return int(x)
 
 
-def is_static(x: Size) -> bool:
-    return isinstance(x, int)
-
-
 def prod(sizes: Iterable[Size]) -> Size:
     out: Size = 1
     for s in sizes:
@@ -78,10 +74,3 @@ def fit_affine(samples: list[tuple[int, int]]) -> Size | None:
         if expr.subs(B, b) != s:
             return None
     return as_size(expr)
-
-
-def to_python_source(x: Size) -> str:
-    """Readable Python for a size, e.g. ``196*B`` -> ``196 * B``."""
-    if isinstance(x, int):
-        return str(x)
-    return sympy.pycode(x).replace("*", " * ")

@@ -15,6 +15,7 @@ import math
 import sys
 import time
 from collections.abc import Hashable, Sequence
+from dataclasses import dataclass
 
 import networkx as nx
 
@@ -56,79 +57,101 @@ def schedule(
     started = time.perf_counter()
     budget = _check_arguments(budget, max_computations, time_limit, workers)
     problem = Problem.from_graph(graph, order, compute, memory, max_computations, workspace)
-    deadline = started + time_limit
-
-    def finish(
-        recomputations: Recomputations, status: str, found_by: str, first_at: float, found_at: float
-    ) -> Schedule:
-        steps = staged_steps(recomputations)
-        peak = problem.peak(steps)
-        if peak > budget:
-            raise RuntimeError(f"internal error: a {found_by} schedule peaks at {peak}, over the budget {budget}")
-        return Schedule(
-            steps=tuple(problem.nodes[v] for v in steps),
-            budget=budget,
-            peak_memory=peak,
-            total_compute=problem.total_compute(steps),
-            tdi=_tdi(problem, recomputations),
-            status=status,
-            found_by=found_by,
-            time_to_first=first_at - started,
-            time_to_best=found_at - started,
-            solve_time=time.perf_counter() - started,
-        )
-
-    def report(what: str) -> None:
-        if progress:
-            print(f"[remat {time.perf_counter() - started:7.2f} s] {what}", file=sys.stderr)
-
+    run = _Run(problem, budget, started, started + time_limit, workers, progress)
     if budget >= problem.no_recompute_peak:
-        now = time.perf_counter()
-        return finish([[] for _ in range(problem.n)], "optimal", "no-recompute", now, now)
+        return run.finish(_Found([[] for _ in range(problem.n)], "no-recompute", time.perf_counter()), "optimal")
     if budget < problem.lower_bound:
         raise _infeasible(problem, budget, True, "it is below the largest node with its inputs")
+    first = run.first_schedule(time_limit, max_computations)
+    if time.perf_counter() >= run.deadline:
+        return run.finish(first, "feasible")
+    return run.improve(first)
 
-    best = greedy_schedule(problem, budget, deadline=started + HEURISTIC_SECONDS)
-    found_by, found_at = "heuristic", time.perf_counter()
-    first_at = found_at
-    if best is not None:
-        report(f"heuristic: TDI {_tdi(problem, best):.4%}")
-    elif time.perf_counter() >= deadline:
-        raise _infeasible(problem, budget, False, f"none found within {time_limit} s")
-    else:
-        report("heuristic found no schedule; CP-SAT feasibility phase")
-        result = moccasin.solve(
-            problem, budget, hint=None, minimize=False,
-            time_limit=deadline - time.perf_counter(), workers=workers,
-        )
+
+@dataclass
+class _Found:
+    """A schedule within the budget (per node, its recomputations), which phase found it and when."""
+
+    recomputations: Recomputations
+    found_by: str
+    found_at: float
+    first_at: float | None = None   # when the first schedule within the budget was found (default: this one)
+
+    def __post_init__(self):
+        self.first_at = self.found_at if self.first_at is None else self.first_at
+
+
+@dataclass
+class _Run:
+    """One call of :func:`schedule`: the problem, the budget, the clock, and the phases."""
+
+    problem: Problem
+    budget: int
+    started: float
+    deadline: float
+    workers: int | None
+    progress: bool
+
+    def first_schedule(self, time_limit: float, max_computations: int) -> _Found:
+        """Phases 2 and 3: the heuristic's schedule, else CP-SAT's first feasible one; BudgetInfeasibleError when
+        neither finds one."""
+        problem = self.problem
+        best = greedy_schedule(problem, self.budget, deadline=self.started + HEURISTIC_SECONDS)
+        if best is not None:
+            self.report(f"heuristic: TDI {_tdi(problem, best):.4%}")
+            return _Found(best, "heuristic", time.perf_counter())
+        if time.perf_counter() >= self.deadline:
+            raise _infeasible(problem, self.budget, False, f"none found within {time_limit} s")
+        self.report("heuristic found no schedule; CP-SAT feasibility phase")
+        result = moccasin.solve(problem, self.budget, hint=None, minimize=False,
+                                time_limit=self.deadline - time.perf_counter(), workers=self.workers)
         if result.recomputations is None:
             proven = result.status == "infeasible"
             reason = "no schedule exists with this order and at most " \
                 f"{max_computations} computations per node" if proven else f"none found within {time_limit} s"
-            raise _infeasible(problem, budget, proven, reason)
-        best = drop_unread_recomputations(problem, result.recomputations)
-        found_by, found_at = "cp-sat", time.perf_counter()
-        first_at = found_at
-        report(f"feasibility phase: TDI {_tdi(problem, best):.4%}")
+            raise _infeasible(problem, self.budget, proven, reason)
+        found = _Found(drop_unread_recomputations(problem, result.recomputations), "cp-sat", time.perf_counter())
+        self.report(f"feasibility phase: TDI {_tdi(problem, found.recomputations):.4%}")
+        return found
 
-    if time.perf_counter() >= deadline:
-        return finish(best, "feasible", found_by, first_at, found_at)
-    improved_at: list[float] = []
+    def improve(self, first: _Found) -> Schedule:
+        """Phase 4: CP-SAT minimising the recomputation, hinted with ``first``, until proven optimal or the time
+        runs out; the better of the two."""
+        problem = self.problem
+        improved_at: list[float] = []
 
-    def on_solution(recompute: float) -> None:
-        improved_at.append(time.perf_counter())
-        report(f"CP-SAT: TDI {recompute / problem.base_compute:.4%}" if problem.base_compute else "CP-SAT: TDI 0")
+        def on_solution(recompute: float) -> None:
+            improved_at.append(time.perf_counter())
+            self.report(f"CP-SAT: TDI {recompute / problem.base_compute:.4%}" if problem.base_compute
+                        else "CP-SAT: TDI 0")
 
-    result = moccasin.solve(
-        problem, budget, hint=best, minimize=True,
-        time_limit=deadline - time.perf_counter(), workers=workers, on_solution=on_solution,
-    )
-    if result.recomputations is None:
-        return finish(best, "feasible", found_by, first_at, found_at)
-    improved = drop_unread_recomputations(problem, result.recomputations)
-    if _total(problem, improved) < _total(problem, best):
-        best, found_by, found_at = improved, "cp-sat", improved_at[-1]
-    return finish(best, result.status, found_by, first_at, found_at)
+        result = moccasin.solve(problem, self.budget, hint=first.recomputations, minimize=True,
+                                time_limit=self.deadline - time.perf_counter(), workers=self.workers,
+                                on_solution=on_solution)
+        if result.recomputations is None:
+            return self.finish(first, "feasible")
+        improved = drop_unread_recomputations(problem, result.recomputations)
+        if _total(problem, improved) < _total(problem, first.recomputations):
+            return self.finish(_Found(improved, "cp-sat", improved_at[-1], first.first_at), result.status)
+        return self.finish(first, result.status)
+
+    def finish(self, found: _Found, status: str) -> Schedule:
+        """The schedule, simulated: a peak over the budget is an internal error, never a result."""
+        problem = self.problem
+        steps = staged_steps(found.recomputations)
+        peak = problem.peak(steps)
+        if peak > self.budget:
+            raise RuntimeError(f"internal error: a {found.found_by} schedule peaks at {peak}, over the budget "
+                               f"{self.budget}")
+        return Schedule(
+            steps=tuple(problem.nodes[v] for v in steps), budget=self.budget, peak_memory=peak,
+            total_compute=problem.total_compute(steps), tdi=_tdi(problem, found.recomputations), status=status,
+            found_by=found.found_by, time_to_first=found.first_at - self.started,
+            time_to_best=found.found_at - self.started, solve_time=time.perf_counter() - self.started)
+
+    def report(self, what: str) -> None:
+        if self.progress:
+            print(f"[remat {time.perf_counter() - self.started:7.2f} s] {what}", file=sys.stderr)
 
 
 def smallest_feasible_budget(problem: Problem, tolerance: float = 1e-3) -> int:

@@ -18,8 +18,6 @@ from dataclasses import dataclass
 
 import torch
 
-ROLES = ("batch", "m", "n", "k")
-
 
 @dataclass(frozen=True)
 class PairwiseEquation:
