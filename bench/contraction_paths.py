@@ -1,9 +1,9 @@
-"""Contraction paths for the shared large tensor networks: tcomp.pathsearch against opt_einsum's own searches.
+"""Contraction paths for the shared large tensor networks: tcomp.contract.pathsearch against opt_einsum's own searches.
 
-For each instance in ../shared/data/tensor-networks, the log10 cost (tcomp.pathsearch.contraction_cost: the sum,
-over the pairwise contractions, of the product of the sizes of all indices involved) and the planning time of
+For each instance in ../shared/data/tensor-networks, the log10 cost (tcomp.contract.pathsearch.contraction_cost: the
+sum, over the pairwise contractions, of the product of the sizes of all indices involved) and the planning time of
 opt_einsum's greedy, random-greedy-128 (``RandomGreedy(max_repeats=128)``), dp (``DynamicProgramming()``, in a child
-process stopped after ``--dp-limit`` seconds) and ``tcomp.pathsearch.search(time_budget=--budget)``. Prints a
+process stopped after ``--dp-limit`` seconds) and ``tcomp.contract.pathsearch.search(time_budget=--budget)``. Prints a
 markdown table and writes bench/results/contraction_paths.json.
 
     python bench/contraction_paths.py                                   # everything: about 20 minutes

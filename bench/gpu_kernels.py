@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     if args.dry_run:
-        # tcomp.kernels defines its kernels on first use, so setting this before the first call is enough.
+        # tcomp.codegen.kernels defines its kernels on first use, so setting this before the first call is enough.
         os.environ["TRITON_INTERPRET"] = "1"
         device = torch.device("cpu")
         args.widths, args.tokens, args.dtypes = [64], [48], ["float16"]

@@ -4,20 +4,20 @@ A term-rewriting pass (the peephole identities of classic compilers, applied to 
 Jia et al. 2019 — here only identities that hold exactly, never found by search):
 
 1. **Relabel round trips.** A chain of relabels (reshape / view / transpose / permute / flatten / ``contiguous``,
-   Networks with one operand and no sum) is composed with :func:`passes.fuse_networks.merge`; when the composition
+   Networks with one operand and no sum) is composed with :func:`tcomp.passes.fuse_networks.merge`; when the composition
    is the identity — a transpose of a transpose, a reshape and its inverse, a reshape to the same shape — its
    readers read the chain's source instead.
 2. **Scalar identities.** ``x * 1``, ``1 * x``, ``x / 1``, ``x + 0``, ``0 + x``, ``x - 0`` and ``x ** 1`` are ``x``
    when they keep x's shape and dtype (``x + 0`` turns ``-0.0`` into ``+0.0``: equal values).
 3. **Weight-only elementwise ops.** An elementwise op whose tensor inputs are all weight-only (``w * 2``,
-   ``exp(log_scale)``) is computed once and cached (:mod:`passes.weights`), no longer on every call.
+   ``exp(log_scale)``) is computed once and cached (:mod:`tcomp.rewrite.weights`), no longer on every call.
 4. **Constant factors folded into a weight.** Multiplying or dividing a Network's result by a scalar, or one of its
    activation operands (``q_proj(x) * scale``, ``(x / c) @ w``), is folded into a weight-only operand of the
    Network — the product is linear in each operand — and into its bias: ``(x·W + b)·c = x·(W·c) + b·c``, with
    ``W·c`` and ``b·c`` cached functions of the original parameters.
 
 Nothing is rewritten in a program that writes tensors in place (a rewrite could change which values alias one
-another; see :func:`passes.cse.mutation`), and a program output never becomes an alias of another value.
+another; see :func:`tcomp.passes.cse.mutation`), and a program output never becomes an alias of another value.
 Complexity: three walks over the ops, O(ops).
 """
 from __future__ import annotations

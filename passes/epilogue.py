@@ -1,11 +1,11 @@
 """epilogue: attach the elementwise ops that follow a Network to the Network's epilogue.
 
 A Network's epilogue is the chain of elementwise steps applied to its result before anyone reads it (``acc`` is the
-result so far). It is what tcomp's Triton kernels fuse into a GEMM's store on GPU (:class:`tcomp.kernels.Epilogue`:
-bias, residual, activations, the output cast), and its leading bias add is what a plan fuses into ``addmm``
-(:func:`tcomp.plan.fused_bias`) — attaching steps after it keeps that fusion. This is producer–consumer fusion of
-elementwise ops into a contraction, as in XLA's and TVM's operator fusion (Chen et al. 2018, "TVM", §3: an
-injective/elementwise consumer fuses into a complex-out-fusable producer).
+result so far). It is what tcomp's Triton kernels fuse into a GEMM's store on GPU
+(:class:`tcomp.codegen.kernels.Epilogue`: bias, residual, activations, the output cast), and its leading bias add is
+what a plan fuses into ``addmm`` (:func:`tcomp.contract.plan.fused_bias`) — attaching steps after it keeps that fusion.
+This is producer–consumer fusion of elementwise ops into a contraction, as in XLA's and TVM's operator fusion (Chen et
+al. 2018, "TVM", §3: an injective/elementwise consumer fuses into a complex-out-fusable producer).
 
 While a Network's result has exactly one reader and is not a program output, that reader is attached when it is
 

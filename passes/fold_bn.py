@@ -14,7 +14,8 @@ whose output channel is one index of a weight-only operand, that operand replace
 ``+ b'``. The batch norm is a Call of an ``nn.BatchNorm1d/2d/3d`` in eval mode with running statistics, or of
 ``F.batch_norm(..., training=False)`` (``torch.batch_norm`` / ``aten.batch_norm`` as torch.export captures it)
 with constant statistics. W' and b' stay functions of the original parameters and buffers (cached, version-checked
-and differentiable — see :mod:`passes.weights`), so optimizer steps, ``load_state_dict`` and gradients stay right.
+and differentiable — see :mod:`tcomp.rewrite.weights`), so optimizer steps, ``load_state_dict`` and gradients stay
+right.
 
 Not folded: a batch norm in training mode (it normalises by the batch's statistics and updates the running ones),
 one without running statistics (``track_running_stats=False`` uses batch statistics even in eval mode), a producer
@@ -48,7 +49,7 @@ _BATCH_NORM_FUNCTIONS = {
 }
 
 
-# -- the folded parameters (run by tcomp.runtime.CachedFunction) ------------------------------------------------
+# -- the folded parameters (run by tcomp.codegen.folded.CachedFunction) ------------------------------------------------
 
 @dataclass(frozen=True)
 class FoldedWeight:

@@ -6,7 +6,7 @@ A Network operand produced by another Network is replaced by that producer's ope
   exactly one reader (an intermediate with several readers stays materialised — never computed twice);
 - the producer's epilogue is linear (only scalar scaling, which moves to the front of the merged epilogue);
 - the producer's output groups and the consumer's view of it have a common refinement (each reshape in between
-  only splits or merges indices — see :func:`tcomp.indices.refine`);
+  only splits or merges indices — see :func:`tcomp.ir.indices.refine`);
 - and the merged network's planned cost is not above the two plans' sum under tcomp's cost model (so merging
   never makes a program slower by the model's account; the contraction_order pass then plans the merged network,
   including pre-contracting constant sub-networks such as two Linears with no activation between them) — and

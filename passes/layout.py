@@ -16,16 +16,16 @@ contiguous as eager returns them (emit makes every output with a ``stride_order`
 identical: only memory layouts change.
 
 The decision is measured, not guessed: the program as it is and channels-last, each planned and emitted as it would
-run (:func:`tcomp.codegen.runnable.runnable`), are run on the example inputs, round-robin, median (without side effects: submodule buffers restored,
-random generators forked). Whole programs, not convolutions one by one: on this project's CPU ResNet-18's
-convolutions timed one by one were no faster channels-last (159 vs 166 ms at batch 8), while the whole program ran
-1.24× faster — timing convolutions alone did not predict it. The times are kept in the cache table ``layout``
-(:mod:`tcomp.cache`: per machine and device, keyed by the printed program and the input shapes and dtypes), so a
-model is measured once.
+run (:func:`tcomp.codegen.runnable.runnable`), are run on the example inputs, round-robin, median (without side
+effects: submodule buffers restored, random generators forked). Whole programs, not convolutions one by one: on
+this project's CPU ResNet-18's convolutions timed one by one were no faster channels-last (159 vs 166 ms at batch
+8), while the whole program ran 1.24× faster — timing convolutions alone did not predict it. The times are kept in the
+cache table ``layout`` (:mod:`tcomp.cache`: per machine and device, keyed by the printed program and the input shapes
+and dtypes), so a model is measured once.
 
 Option ``tcomp.compile(layout=...)`` (default: the ``TCOMP_LAYOUT`` environment variable, else ``"auto"``):
-``"auto"`` (measure), ``"channels_last"`` or ``"contiguous"`` (no measuring). 3-D convolutions (``channels_last_3d``) are
-left alone.
+``"auto"`` (measure), ``"channels_last"`` or ``"contiguous"`` (no measuring). 3-D convolutions
+(``channels_last_3d``) are left alone.
 Complexity: one walk over the ops, one quick contraction plan per Network reading a channels-last value, and — once
 per program and input shapes — the two programs run a few times each.
 """
@@ -229,7 +229,7 @@ def _decide(program: Program, channels_last: Program, ctx: PassContext) -> tuple
     device_tag = device.type if device.type == "cpu" else f"{device.type}-{torch.cuda.get_device_name(device)}"
     cache = DiskCache.open("layout", hashlib.sha1(device_tag.encode()).hexdigest()[:16])
     shapes = [(tuple(t.shape), str(t.dtype)) for t in inputs]
-    key = hashlib.sha1((program.format() + repr(shapes)).encode()).hexdigest()
+    key = hashlib.sha1((program.format(lambda op: "") + repr(shapes)).encode()).hexdigest()
     times = cache.get(key, valid=lambda t: isinstance(t, list) and len(t) == 2 and
                       all(isinstance(x, (int, float)) and x > 0 for x in t))
     measured = times is DiskCache.MISSING

@@ -174,7 +174,8 @@ def _pays(whole: Network, pieces: list[Network], users, ctx: PassContext, batch)
     b = max(batch or 2, 2)
 
     def time(net: Network) -> float:
-        return best_plan(net, batch, training=ctx.training, quick=True, machine=ctx.machine).cost.time_at(b, ctx.machine)
+        plan = best_plan(net, batch, training=ctx.training, quick=True, machine=ctx.machine)
+        return plan.cost.time_at(b, ctx.machine)
 
     return sum(time(p) for p in pieces) <= time(whole) * (1 + 1e-9)
 

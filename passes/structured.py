@@ -1,7 +1,7 @@
 """structured (approximate): candidate structured replacements for every linear site's dense weight.
 
-For each Network with the shape of a Linear or a 1×1 convolution (:func:`tcomp.candidates.linear_site`), proposes
-closed-form projections of its weight ``W[o,i]`` (``tcomp.passes.factorize``; nothing is trained here):
+For each Network with the shape of a Linear or a 1×1 convolution (:func:`tcomp.ir.sites.linear_site`), proposes
+closed-form projections of its weight ``W[o,i]`` (``tcomp.approx.factorize``; nothing is trained here):
 
 - low-rank: activation-aware SVD when calibration statistics of the layer's input are known (minimises
   ``‖XWᵀ − XW_rᵀ‖``), plain truncated SVD otherwise; optionally AFM (output-feature projection) and CUR — at ranks
@@ -113,8 +113,8 @@ def run(program: Program, ctx: PassContext) -> tuple[Program, PassReport]:
     for name, site in sites.items():
         if site.kind != "linear" or site.weight.data is None:
             continue
-        options = ctx.measurements.remember(
-            NAME, name, methods, compute=lambda site=site, name=name: propose(site.weight.data, stats.get(name), methods))
+        options = ctx.measurements.remember(NAME, name, methods, compute=lambda site=site, name=name: propose(
+            site.weight.data, stats.get(name), methods))
         for opt in options:
             opt.site = name
         site.options = [o for o in site.options if o.kind != "structure"] + options

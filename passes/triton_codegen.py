@@ -1,7 +1,7 @@
 """triton_codegen: run contraction steps as generated Triton kernels (CUDA; the interpreter on CPU for tests).
 
 For every planned Network the pass decides whether its pairwise GEMM steps run as tcomp's generated strided
-batched-GEMM kernels (:mod:`tcomp.kernels`): each step becomes one ``contract_pair`` call over the two terms in
+batched-GEMM kernels (:mod:`tcomp.codegen.kernels`): each step becomes one ``contract_pair`` call over the two terms in
 whatever layout they are — the kernel folds permutations, slices and broadcasts into its pointer arithmetic, so
 none of the plan's transposition copies happen — and the Network's epilogue (bias, scaling, activation, residual
 add) is fused into the last step's kernel when the result needs no reshape. Broadcast multiplies and reductions
@@ -57,4 +57,4 @@ def run(program: Program, ctx: PassContext) -> tuple[Program, PassReport]:
     return new, report
 
 
-PASS = Pass(NAME, run, exact=True, requires=("planned",), doc=__doc__.splitlines()[0])
+PASS = Pass(NAME, run, exact=True, doc=__doc__.splitlines()[0])

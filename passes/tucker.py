@@ -1,6 +1,6 @@
 """tucker (approximate): Tucker-2 and CP options for k×k convolutions.
 
-For every ``nn.Conv2d`` with a k×k kernel and one group (:func:`tcomp.candidates.conv_site`):
+For every ``nn.Conv2d`` with a k×k kernel and one group (:func:`tcomp.ir.sites.conv_site`):
 
 - Tucker-2 on the channel modes (Kim et al. 2016): ``1×1 conv c→r₁ → k×k conv r₁→r₂ → 1×1 conv r₂→o``, the factors
   from HOSVD (one HOOI sweep), the core shape ``(r₂, r₁)`` chosen by Tucker packing (Ghadiri et al. 2023, an

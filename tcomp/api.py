@@ -276,13 +276,11 @@ def compile(model: Any = None, example_inputs: Any = None, *, tolerance: float |
     "contiguous") default to the ``TCOMP_DEFAULT_BACKEND`` and ``TCOMP_LAYOUT`` environment variables, else "auto".
     See docs/usage.md and docs/passes/.
     """
+    defaults = {"backend": backend, "layout": layout}  # None: the environment's default (tcomp.options)
     opts = Options(tolerance=tolerance, calibration=calibration, metric=metric, target_speedup=target_speedup,
                    heal=heal, structures=structures, memory_budget=memory_budget, kernels=kernels, strict=strict,
-                   verify=verify, passes=passes, progress=progress)
-    if backend is not None:
-        opts.backend = backend
-    if layout is not None:
-        opts.layout = layout
+                   verify=verify, passes=passes, progress=progress,
+                   **{k: v for k, v in defaults.items() if v is not None})
     check(opts)
     if model is None:
         return functools.partial(_compile_object, example_inputs=example_inputs, opts=opts)

@@ -2,7 +2,7 @@
 
 What is kept: the cost model's machine constants (:mod:`tcomp.cost.machine`), the time of a layer and of an
 option against it (:mod:`tcomp.approx.option_time`), a model's option measurements (:mod:`tcomp.approx.measurements`)
-and the two layouts' times of a program (:mod:`passes.layout`). Each is a :class:`DiskCache` table: one JSON file
+and the two layouts' times of a program (:mod:`tcomp.passes.layout`). Each is a :class:`DiskCache` table: one JSON file
 ``<dir>/<name>-<machine key>[-<scope>].json`` holding ``{"format": 1, "machine": <key>, "entries": {...}}``.
 
 - **Machine key.** Measured times belong to the machine that measured them: the processor, the CPU capability
@@ -11,10 +11,12 @@ and the two layouts' times of a program (:mod:`passes.layout`). Each is a :class
 - **Never trusted.** JSON only (nothing is unpickled). A file that does not parse, has another format or machine
   key, or whose ``entries`` is not an object is ignored with a :class:`CacheWarning` and rewritten at the next
   write; a single entry of the wrong kind is treated as missing by the reader's ``valid`` check.
-- **Atomic.** A write goes to a temporary file renamed over the table, after merging what another process wrote
-  meanwhile, so an interrupted compilation keeps what it measured and two processes keep both.
-- **Where.** ``TCOMP_CACHE_DIR`` (default ``~/.cache/tcomp``). A cache that cannot be written (read-only, a
-  directory in the file's place) costs only the next process its measurements.
+- **Atomic.** A write holds a lock on ``<file>.lock``, merges what another process wrote meanwhile, and renames a
+  temporary file over the table: an interrupted compilation keeps what it measured, and processes writing at the
+  same time keep all of it.
+- **Where.** ``TCOMP_CACHE_DIR`` (default ``~/.cache/tcomp``). A cache that cannot be read or written (no
+  permission, read-only, a directory in the file's place) costs only the measurements: they are kept for the
+  process.
 """
 from __future__ import annotations
 
@@ -29,6 +31,11 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
+
+try:
+    import fcntl
+except ImportError:  # not POSIX
+    fcntl = None
 
 FORMAT = 1
 
@@ -86,28 +93,49 @@ class DiskCache:
         return value if value is not self.MISSING and valid(value) else self.MISSING
 
     def put(self, key: str, value: Any) -> None:
-        """Record one entry; the file also gets what another process wrote meanwhile (read, merge, rename)."""
+        """Record one entry, and write the table: under a lock on ``<file>.lock``, what another process wrote meanwhile
+        is read and merged, and the whole file replaced by renaming a temporary one. A value JSON cannot hold is not
+        kept (with a :class:`CacheWarning`)."""
+        try:
+            json.dumps(value)
+        except (TypeError, ValueError) as err:
+            warnings.warn(f"tcomp: not caching {key!r} in {self.path.name}: {err}", CacheWarning, stacklevel=2)
+            return
         self.entries[key] = value
-        self.entries = {**self._read(quiet=True), **self.entries}
-        text = json.dumps({"format": FORMAT, "machine": self.machine, "entries": self.entries})
         tmp = self.path.with_name(f"{self.path.name}.tmp{os.getpid()}-{threading.get_ident()}")
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            tmp.write_text(text)
-            tmp.replace(self.path)
+            with self._lock():
+                self.entries = {**self._read(quiet=True), **self.entries}
+                tmp.write_text(json.dumps({"format": FORMAT, "machine": self.machine, "entries": self.entries}))
+                tmp.replace(self.path)
         except OSError:  # read-only, or a directory in the file's place: only the next process loses out
             with contextlib.suppress(OSError):
                 tmp.unlink()
 
+    @contextlib.contextmanager
+    def _lock(self):
+        """An exclusive lock on ``<file>.lock`` while the table is read, merged and replaced (POSIX ``flock``;
+        where there is none, writers race and the last rename wins)."""
+        if fcntl is None:
+            yield
+            return
+        with open(self.path.with_name(self.path.name + ".lock"), "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
     def _read(self, quiet: bool = False) -> dict[str, Any]:
-        if not self.path.exists():
-            return {}
-        if self.path.is_dir():
-            if not quiet:
-                warnings.warn(f"tcomp: a directory is in the place of the cache file {self.path}: measurements are "
-                              f"kept for this process only", CacheWarning, stacklevel=3)
-            return {}
         try:
+            if not self.path.exists():
+                return {}
+            if self.path.is_dir():
+                if not quiet:
+                    warnings.warn(f"tcomp: a directory is in the place of the cache file {self.path}: measurements "
+                                  f"are kept for this process only", CacheWarning, stacklevel=3)
+                return {}
             data = json.loads(self.path.read_text())
         except (OSError, ValueError) as err:
             return self._ignored(f"unreadable ({type(err).__name__})", quiet)

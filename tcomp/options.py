@@ -13,7 +13,6 @@ from typing import Any
 
 from tcomp.approx.heal import HealConfig
 from tcomp.approx.metrics import get_metric
-from tcomp.remat.result import check_budget
 
 KERNELS = ("auto", "torch", "triton")
 BACKENDS = ("auto", "eager", "inductor")
@@ -28,9 +27,10 @@ def _default_layout() -> str:
     return os.environ.get("TCOMP_LAYOUT", "auto")
 
 
-@dataclass
+@dataclass(frozen=True)
 class Options:
-    """See :func:`tcomp.compile` and docs/usage.md for each option."""
+    """See :func:`tcomp.compile` and docs/usage.md for each option. Frozen: every compilation of a module, and every
+    pass, reads the same options."""
 
     tolerance: float | None = None
     calibration: Any = None
@@ -74,3 +74,14 @@ class Options:
             get_metric(self.metric)
         elif self.heal is not None:
             raise ValueError("heal= needs tolerance= or target_speedup= (there is nothing to heal otherwise)")
+
+
+def check_budget(budget: float | int) -> None:
+    """Raise TypeError / ValueError unless ``budget`` (``memory_budget=``) is a fraction of eager's measured peak in
+    (0, 1] or a positive number of bytes."""
+    if isinstance(budget, bool) or not isinstance(budget, (int, float)):
+        raise TypeError(f"budget must be a float fraction of eager's peak or an int of bytes, got {budget!r}")
+    if isinstance(budget, float) and not 0.0 < budget <= 1.0:
+        raise ValueError(f"a fractional budget must be in (0, 1], got {budget}")
+    if isinstance(budget, int) and budget <= 0:
+        raise ValueError(f"a budget in bytes must be positive, got {budget}")

@@ -7,7 +7,8 @@ Program:
 
 - ``sites``: the approximation sites have been looked for (``Program.sites`` is not None) — ensured by the
   structured, precision and tucker passes, required by select;
-- ``planned``: every Network carries a contraction plan — ensured by contraction_order, required by triton_codegen.
+- ``planned``: every Network carries a contraction plan — ensured by contraction_order (triton_codegen turns the
+  GEMM steps of planned Networks into kernels, and leaves an unplanned Network, which runs as one einsum, alone).
 
 ``passes=`` selects passes by name: a list of names to run (in pipeline order), one name, or a dict
 ``{"name": False}`` to disable some. :func:`select_passes` refuses a selection in which a pass requires what no
@@ -23,8 +24,6 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
-
-import torch
 
 from tcomp.approx.calibration import Calibration
 from tcomp.approx.measurements import Measurements
@@ -79,15 +78,14 @@ def jsonable(x: Any) -> Any:
 @dataclass
 class PassContext:
     """Everything a pass may read besides the Program, created once per compilation by the pipeline: the example
-    inputs and mode, the user's options, this machine's cost constants, and for approximate compilation the model,
-    its calibration data (with the model's reference outputs), the measurements remembered for them, and the
-    choices of an earlier compilation to re-apply instead of measuring again."""
+    inputs and mode, the user's options, this machine's cost constants, and for approximate compilation the
+    calibration data (with the model's reference outputs), the measurements remembered for them, and the choices of
+    an earlier compilation to re-apply instead of measuring again."""
 
     example_inputs: tuple
     training: bool
     options: Options = field(default_factory=Options)
     machine: MachineModel = field(default_factory=machine_model)
-    model: torch.nn.Module | None = None
     calibration: Calibration | None = None
     measurements: Measurements = field(default_factory=Measurements)
     earlier_selection: Selection | None = None

@@ -32,8 +32,6 @@ from tcomp.frontend.lower import lower
 from tcomp.ir import Program
 from tcomp.numerics import compare
 from tcomp.options import Options
-from tcomp.passes.rematerialize import rematerialize_module
-from tcomp.passes.rematerialize.training import training_state_preserved
 from tcomp.passmanager import Pass, PassContext, PipelineResult, run_passes, select_passes
 from tcomp.report import CompileReport
 from tcomp.timing import median_time
@@ -116,7 +114,7 @@ def _context(model: nn.Module, example: tuple, program: Program, opts: Options,
              earlier_selection: Selection | None, timings: dict[str, float]) -> PassContext:
     """The pass context; for an approximate compilation that measures (no earlier selection), the calibration data
     split with the model's reference outputs, and the measurements remembered for model and data."""
-    ctx = PassContext(example_inputs=example, training=model.training, options=opts, model=model)
+    ctx = PassContext(example_inputs=example, training=model.training, options=opts)
     if not opts.approximate:
         return ctx
     if earlier_selection is not None:
@@ -124,8 +122,8 @@ def _context(model: nn.Module, example: tuple, program: Program, opts: Options,
         return ctx
     with _timed(timings, "calibration"):
         ctx.calibration = Calibration.split(model, opts.calibration, get_metric(opts.metric))
-        ctx.measurements = Measurements.of(model, ctx.calibration.fit + ctx.calibration.held_out, program.format(),
-                                           opts.metric)
+        text = program.format(lambda op: "")  # what the model computes, without costs (a plan would add them)
+        ctx.measurements = Measurements.of(model, ctx.calibration.fit + ctx.calibration.held_out, text, opts.metric)
     return ctx
 
 
@@ -174,6 +172,10 @@ def _rematerialized(model: nn.Module, signature: inspect.Signature, flat: tuple,
     measured peak, or bytes): the Moccasin schedule turned into forward/backward graphs. Returns the runner and its
     RematReport as a dict. Measuring runs training steps: they run on detached copies of the caller's tensors, so
     that no gradient reaches them or the graph that produced them."""
+    # imported on use, for start-up time: the pass imports torch._functorch and OR-Tools (0.4 s), and only a memory
+    # budget in training needs it
+    from tcomp.passes.rematerialize.training import rematerialize_module, training_state_preserved
+
     detached = tuple(a.detach().requires_grad_(a.requires_grad) if isinstance(a, torch.Tensor) else a for a in flat)
     args, kwargs = rebuild_call(signature, detached)
     example = tuple(a for a in detached if isinstance(a, torch.Tensor))

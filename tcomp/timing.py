@@ -1,12 +1,12 @@
 """Wall-clock timing of callables on a shared, noisy machine: in turns, after a warm-up.
 
-Every time tcomp measures — an option against its dense layer (:mod:`tcomp.layertime`), two layouts of a program
-(:mod:`passes.layout`), the outcomes of the selection (:mod:`passes.select`), eager against compiled
-(:mod:`tcomp.bench`) — goes through :func:`in_turns`. The callables compared run in turns (round robin), so a
-burst of other work slows them alike instead of making one look slow; each is called once untimed first (lazy
-initialisation, oneDNN primitive creation, allocation); with ``sync`` (:func:`sync_for` gives
-``torch.cuda.synchronize`` for CUDA inputs) the device is synchronised around every timed call.
-Ratios of times taken in one call are what the measurements rely on; absolute times move with the load.
+Every time tcomp measures — an option against its dense layer (:mod:`tcomp.approx.option_time`), two layouts of a
+program (:mod:`tcomp.passes.layout`), the outcomes of the selection (:mod:`tcomp.passes.select`), eager against compiled
+(:mod:`tcomp.cli.bench`) — goes through :func:`in_turns`. The callables compared run in turns (round robin), so a burst
+of other work slows them alike instead of making one look slow; each is called once untimed first (lazy initialisation,
+oneDNN primitive creation, allocation); with ``sync`` (:func:`sync_for` gives ``torch.cuda.synchronize`` for CUDA
+inputs) the device is synchronised around every timed call. Ratios of times taken in one call are what the measurements
+rely on; absolute times move with the load.
 """
 from __future__ import annotations
 

@@ -1,2 +1,2 @@
 """The package version, in one place (pyproject.toml reads it)."""
-__version__ = "0.1.1"
+__version__ = "0.2.0"

@@ -1,4 +1,4 @@
-"""tcomp.pathsearch: the benchmark metric, and the large-network path search (issue 3)."""
+"""tcomp.contract.pathsearch: the benchmark metric, and the large-network path search (issue 3)."""
 import itertools
 import json
 import math

@@ -6,6 +6,6 @@ forward+backward graph is made lean (in-place backward kernels), coarsened to la
 recompute what the schedule says. :func:`tcomp.remat.measure_peak_memory` measures a step's peak. See
 docs/passes/rematerialize.md.
 """
-from .training import RematerializedModule, RematReport, check_budget, rematerialize_module
+from .training import RematerializedModule, RematReport, rematerialize_module
 
-__all__ = ["RematReport", "RematerializedModule", "check_budget", "rematerialize_module"]
+__all__ = ["RematReport", "RematerializedModule", "rematerialize_module"]

@@ -35,7 +35,8 @@ from .lean_ops import make_lean
 from tcomp.remat.measure import measure_peak_memory, op_workspaces
 from .partition import partition
 from tcomp.remat.simulate import memory_profile
-from tcomp.remat.result import BudgetInfeasibleError, Schedule, check_budget
+from tcomp.options import check_budget
+from tcomp.remat.result import BudgetInfeasibleError, Schedule
 from tcomp.remat.solve import schedule
 
 ATTEMPTS = 3

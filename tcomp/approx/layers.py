@@ -1,7 +1,7 @@
 """Structured linear layers to train from scratch: dense, low-rank, Monarch, Block Tensor-Train and Kronecker.
 
 ``Linear(d_in, d_out, structure=..., **structure_params)`` holds the factors of its weight as trainable
-parameters, in the layouts of :mod:`tcomp.passes.factorize` (so :meth:`Linear.to_network` is the same
+parameters, in the layouts of :mod:`tcomp.approx.factorize` (so :meth:`Linear.to_network` is the same
 FactorNetwork a factorization returns), and its forward pass multiplies by the factors — the dense weight is
 never formed. :meth:`Linear.from_dense` projects a trained ``nn.Linear`` onto the structure with the closed-form
 factorizations.
@@ -10,7 +10,7 @@ Structures and their parameters (d_out × d_in weight):
 
 - ``"dense"``: none. ``"lowrank"``: ``rank``, ``U[o,r]·V[r,i]``.
 - ``"monarch"``: ``blocks`` (int b, or a pair (b_out, b_in)); ``"btt"``: ``blocks`` and ``rank``. Block counts must
-  divide the dimensions (see passes/factorize/monarch.py); the default is, per side, the divisor of the dimension
+  divide the dimensions (see tcomp/approx/factorize/monarch.py); the default is, per side, the divisor of the dimension
   nearest its square root, the choice that makes both block-diagonal factors about equally large.
 - ``"kronecker"``: ``terms`` and ``a_shape`` (the shape (o, i) of the first Kronecker factor), by default the
   near-square-root divisors too.

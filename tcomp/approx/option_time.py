@@ -15,6 +15,7 @@ import hashlib
 
 from tcomp.cache import DiskCache
 from tcomp.codegen.runnable import random_inputs, runnable, time_in_turns
+from tcomp.cost.model import MachineModel
 from tcomp.ir import Network, Op, Pointwise, Program, Value, subprogram
 from tcomp.ir.symbolic import evaluate
 
@@ -38,7 +39,8 @@ def signature(program: Program, batch: int) -> str:
     return hashlib.sha1("|".join(parts).encode()).hexdigest()
 
 
-def time_ops(ops: list[Op], batch: int | None, *, training: bool = False, repeats: int = 9) -> float:
+def time_ops(ops: list[Op], batch: int | None, *, training: bool = False, repeats: int = 9,
+             machine: MachineModel | None = None) -> float:
     """Seconds per call (the fastest of ``repeats``) of ``ops`` run as tcomp would, on random inputs (cached;
     :func:`time_against` lowers the cached time when it measures these ops faster)."""
     b = batch or 1
@@ -47,14 +49,14 @@ def time_ops(ops: list[Op], batch: int | None, *, training: bool = False, repeat
     key = signature(program, b)
     found = cache.get(key, valid=_positive)
     if found is DiskCache.MISSING:
-        gm, args = runnable(program, training=training), random_inputs(program, b)
+        gm, args = runnable(program, training=training, machine=machine), random_inputs(program, b)
         found = time_in_turns({"ops": (gm, args)}, rounds=repeats, max_rounds=repeats, statistic=min)["ops"]
         cache.put(key, found)
     return found
 
 
 def time_against(ops: list[Op], reference: list[Op], batch: int | None, *, training: bool = False,
-                 rounds: int = 9) -> float:
+                 rounds: int = 9, machine: MachineModel | None = None) -> float:
     """How long ``ops`` take as a fraction of ``reference`` (a site's dense op): the two run in turns, ``rounds``
     times, and the fastest of each are compared — so a burst of other work on a shared machine slows both alike
     instead of making one look slow for good (a single-shot time measured under load, cached, once kept MiniLM's
@@ -67,8 +69,8 @@ def time_against(ops: list[Op], reference: list[Op], batch: int | None, *, train
     key = f"{signature(prog, b)}/{key_ref}"
     found = cache.get(key, valid=_positive)
     if found is DiskCache.MISSING:
-        t = time_in_turns({"ops": (runnable(prog, training=training), random_inputs(prog, b)),
-                           "reference": (runnable(ref, training=training), random_inputs(ref, b))},
+        t = time_in_turns({"ops": (runnable(prog, training=training, machine=machine), random_inputs(prog, b)),
+                           "reference": (runnable(ref, training=training, machine=machine), random_inputs(ref, b))},
                           rounds=rounds, max_rounds=rounds, statistic=min)
         found = t["ops"] / t["reference"]
         cache.put(key, found)

@@ -5,11 +5,11 @@ Every site (a linear layer, a convolution, any network for precision) has option
 precision and tucker passes, plus its dense original. For each option the pass measures
 
 - its **time**: the option's ops planned and run on inputs of the site's shape in turns with the dense site, as a
-  ratio (:func:`tcomp.approx.option_time.time_against`, cached) times the site's fastest dense time; an option that is not
-  faster than the dense site is dropped (FLOPs mislead);
+  ratio (:func:`tcomp.approx.option_time.time_against`, cached) times the site's fastest dense time; an option
+  that is not faster than the dense site is dropped (FLOPs mislead);
 - its **sensitivity**: the end-to-end error of the model when that site alone takes that option, on the fit
-  calibration batches (:class:`tcomp.approx.calibration.ProgramRunner` replaces the site's result), plus, for a reduced
-  dtype, what the ops after the site add by running in it too (:func:`_propagated_dtype_cost`).
+  calibration batches (:class:`tcomp.approx.calibration.ProgramRunner` replaces the site's result), plus, for a
+  reduced dtype, what the ops after the site add by running in it too (:func:`_propagated_dtype_cost`).
 
 With ``tolerance`` it maximises the time saved subject to the summed sensitivities (in the metric's additive
 units: squared relative error, or cosine loss) staying within the budget; with ``target_speedup`` it minimises
@@ -21,15 +21,15 @@ original model (:mod:`tcomp.approx.heal`) and the *healed* error is what is veri
 only where they lower the held-out error).
 
 The knapsack runs on two bases where it can: the float32 program, and the program in bf16 throughout
-(:func:`tcomp.approx.precision.throughout`; per-Network bf16 leaves float32 islands — casts, norms and adds — that this
-avoids) with the structured bf16 options on top. Both outcomes are verified and timed in turns; the faster (with
+(:func:`tcomp.approx.precision.throughout`; per-Network bf16 leaves float32 islands — casts, norms and adds — that
+this avoids) with the structured bf16 options on top. Both outcomes are verified and timed in turns; the faster (with
 ``target_speedup``: the more accurate) is kept. With ``heal``, whose training is most of a round's cost, the bases
 are tried in the order of what their first knapsack predicts (time; with ``target_speedup``: error), and the next
 is tried only when no outcome so far measured faster than the exact program (with a target: reached it).
 
-The select pass (:mod:`passes.select`) runs it on a program whose sites carry options; its report lists every
-site's choice with its parameters, local error, sensitivity and times, the base kept, and
-the end-to-end error on the held-out batches (predicted and measured, every round).
+The select pass (:mod:`tcomp.passes.select`) runs it on a program whose sites carry options; its report lists every
+site's choice with its parameters, local error, sensitivity and times, the base kept, and the end-to-end error on
+the held-out batches (predicted and measured, every round).
 """
 from __future__ import annotations
 
@@ -38,7 +38,6 @@ import time
 from dataclasses import dataclass, field
 
 import torch
-from ortools.sat.python import cp_model
 
 from tcomp.codegen.runnable import runnable, time_in_turns
 from tcomp.cost.model import MachineModel
@@ -109,10 +108,10 @@ class Measured:
     additive: float          # its contribution to the budget
 
 
-def _isolated_module(ops: list, batch: int | None, out_dtype: torch.dtype):
+def _isolated_module(job: Job, ops: list, batch: int | None, out_dtype: torch.dtype):
     """The ops as a callable over the values they read (names), returning the site's value in its dtype."""
     prog = subprogram(ops, batch)
-    gm = runnable(prog)
+    gm = job.runnable(prog)
     names = [v.name for v in prog.inputs]
 
     def run(*args):
@@ -142,12 +141,12 @@ def measure(job: Job) -> tuple[dict[str, float], dict[str, list[Measured]]]:
             def ratio_and_error(op=op, site=site, option=option, name=name):
                 try:
                     ops, _ = site_replacement(op, site, option)
-                    ratio = time_against(ops, [op], batch, training=job.training)
+                    ratio = time_against(ops, [op], batch, training=job.training, machine=job.machine)
                 except ValueError:
                     return None
                 if ratio >= 0.97:
                     return None  # not faster here: never worth its error
-                fn, names = _isolated_module(ops, batch, op.out.dtype)
+                fn, names = _isolated_module(job, ops, batch, op.out.dtype)
                 runner.replace = {gm.tcomp_nodes[name]: (fn, [gm.tcomp_nodes[n] for n in names])}
                 return ratio, cal.sensitivity_error(runner)
 
@@ -156,7 +155,7 @@ def measure(job: Job) -> tuple[dict[str, float], dict[str, list[Measured]]]:
             if found is not None:
                 found_rows.append((option, *found))
         runner.replace = {}
-        dense[name] = time_ops([op], batch, training=job.training)
+        dense[name] = time_ops([op], batch, training=job.training, machine=job.machine)
         after = _propagated_dtype_cost(job, site, found_rows)
         measured[name] = [Measured(o, ratio * dense[name], cal.metric.from_additive(add), add)
                           for (o, ratio, err) in found_rows if after.get(o.dtype, 0.0) is not None
@@ -202,6 +201,8 @@ def solve(dense: dict[str, float], measured: dict[str, list[Measured]], budget: 
           required_saving: float | None, time_limit: float = 10.0) -> dict[str, Measured]:
     """The multiple-choice knapsack on CP-SAT. Times in microseconds and budgets in millionths of the budget's
     scale are rounded to integers."""
+    from ortools.sat.python import cp_model  # imported on use: OR-Tools (and pandas with it) take 0.3 s to import
+
     model = cp_model.CpModel()
     choice: dict[tuple[str, int], cp_model.IntVar] = {}
     saved_terms, err_terms = [], []

@@ -17,9 +17,9 @@ import torch
 
 import tcomp
 from tcomp.passes import pipeline
+from tcomp.options import check_budget
 from tcomp.passmanager import select_passes
 from tcomp.remat import BudgetInfeasibleError
-from tcomp.remat.result import check_budget
 from tcomp.zoo import entries
 
 from .bench import bench_target, format_table

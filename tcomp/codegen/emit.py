@@ -34,12 +34,12 @@ def emit(program: Program, *, fold_buffers: bool = False, dtypes_unknown: bool =
     """Build the GraphModule; the submodules that Calls run are its submodules under their qualified names.
 
     ``dtypes_unknown``: the program's recorded activation dtypes may be stale (a selection just changed some
-    Networks' compute dtype, and :func:`tcomp.candidates.propagate_dtypes` runs this program to find the new ones),
+    Networks' compute dtype, and :func:`tcomp.approx.apply.propagate_dtypes` runs this program to find the new ones),
     so every Network casts each floating activation operand to the dtype it computes in, whatever is recorded.
 
     With ``fold_buffers`` a folded constant is read from a buffer (``tcomp.fold_N_value``) instead of calling its
     FoldedConstant, so that a graph compiler sees a plain tensor; the caller refreshes the buffers before each
-    call (see :mod:`tcomp.inductor`) from ``gm.tcomp_folds``: (FoldedConstant, parameters, buffer) triples.
+    call (see :mod:`tcomp.codegen.inductor`) from ``gm.tcomp_folds``: (FoldedConstant, parameters, buffer) triples.
     """
     e = _Emitter(program, fold_buffers, dtypes_unknown)
     gm = e.run()
@@ -233,8 +233,8 @@ class _Emitter:
         return node
 
     def _operand(self, net: Network, k: int) -> fx.Node:
-        """Operand ``k`` in the dtype the network contracts in (:func:`tcomp.ir.ops.contraction_dtype`): a bf16 layer's output
-        read by a layer kept in fp32 is cast up; an integer operand is left alone."""
+        """Operand ``k`` in the dtype the network contracts in (:func:`tcomp.ir.ops.contraction_dtype`): a bf16
+        layer's output read by a layer kept in fp32 is cast up; an integer operand is left alone."""
         v = net.operands[k]
         ix = net.flat_operand_indices()[k]
         dtype = contraction_dtype(net)
@@ -393,7 +393,7 @@ class _Emitter:
 
     def _buffered(self, name: str, fn: CachedFunction, params: list[torch.Tensor]) -> fx.Node:
         """A cached function of parameters read from a buffer (``<name>_value``) that the caller refreshes before
-        each call (see :mod:`tcomp.inductor`), so a graph compiler sees a plain tensor."""
+        each call (see :mod:`tcomp.codegen.inductor`), so a graph compiler sees a plain tensor."""
         with torch.no_grad():
             value = fn(*params).clone()
         self.attrs[f"{name}_value"] = value

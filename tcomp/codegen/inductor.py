@@ -1,6 +1,6 @@
 """The Inductor backend: tcomp decides *what* is computed, torch.compile's Inductor generates *how*.
 
-The emitted GraphModule (with folded constants read from buffers, see :func:`tcomp.emit.emit`) is compiled with
+The emitted GraphModule (with folded constants read from buffers, see :func:`tcomp.codegen.emit.emit`) is compiled with
 ``torch.compile(backend="inductor")``. Folded constants are refreshed outside the compiled region before each
 call (a version check per fold; a copy only when a parameter changed), so the compiled graph sees plain tensors.
 A call that needs gradients through a folded constant runs the eager-backend module instead, whose folds

@@ -3,7 +3,7 @@ emitted (:func:`tcomp.codegen.emit.emit`) and timed in turns (:mod:`tcomp.timing
 
 Every measurement of a program, or of a piece of one, goes through here: an option against its dense layer
 (:mod:`tcomp.approx.option_time`), the selection's bases and outcomes (:mod:`tcomp.approx.selection`), a program in
-two layouts (:mod:`passes.layout`). So what is measured is what would run, and emit only ever prints a plan that
+two layouts (:mod:`tcomp.passes.layout`). So what is measured is what would run, and emit only ever prints a plan that
 planning chose.
 """
 from __future__ import annotations

@@ -14,7 +14,7 @@ pairwise step how it runs as one ``mm``/``bmm`` (or a broadcast multiply when no
 
 Indices held by a single operand and absent from the output are summed before any pairwise step. Sub-trees whose
 leaves are all constants (weights, buffers) are *folded*: computed once at compile time and cached (see
-:class:`tcomp.runtime.FoldedConstant`); the cost model charges them nothing per call in inference and twice per
+:class:`tcomp.codegen.folded.FoldedConstant`); the cost model charges them nothing per call in inference and twice per
 step in training (recomputed when the parameters change, and differentiated in backward).
 """
 from __future__ import annotations

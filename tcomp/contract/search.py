@@ -5,11 +5,11 @@ Path search is opt_einsum's (Gray & Kourtis 2021; Smith & Gray 2018): exhaustive
 ones, and cotengra's hyper-optimiser when it is installed. tcomp does not search itself: it prices every candidate
 path with its own cost model (:mod:`tcomp.cost` — FLOPs, memory traffic, the transposition copies the lowering
 would need, kernel launches; constant-only sub-trees folded once) after choosing each step's layout
-(:mod:`tcomp.plan`), and keeps the cheapest. opt_einsum's ``auto`` path — what ``torch.einsum`` itself would use —
-is always among the candidates, so the chosen plan is never worse than it under tcomp's model.
+(:mod:`tcomp.contract.plan`), and keeps the cheapest. opt_einsum's ``auto`` path — what ``torch.einsum`` itself would
+use — is always among the candidates, so the chosen plan is never worse than it under tcomp's model.
 
 Complexity: ``optimal`` is O(n!) and only used up to 6 operands; ``dp`` up to 12; beyond that opt_einsum's greedy
-and tcomp's time-bounded large-network search (:mod:`tcomp.pathsearch`, one second per network).
+and tcomp's time-bounded large-network search (:mod:`tcomp.contract.pathsearch`, one second per network).
 """
 from __future__ import annotations
 
@@ -72,7 +72,7 @@ def candidate_trees(net: Network, time_budget: float = 1.0, quick: bool = False
 
 
 def _searched(net: Network, kept: list[tuple[str, ...]], time_budget: float) -> list[tuple[int, int]]:
-    """The tree of :func:`tcomp.pathsearch.search` (greedy variants, time-bounded dp, subtree reconfiguration)
+    """The tree of :func:`tcomp.contract.pathsearch.search` (greedy variants, time-bounded dp, subtree reconfiguration)
     under the FLOP metric at the decision batch."""
     num = decision_sizes(net, None)
     sizes = {i: num[i] for ix in kept for i in ix}

@@ -11,8 +11,8 @@ machine other work only ever adds time, so the fastest run is the closest to wha
   matrices, less its launch and FLOPs, per product (a batched GEMM of many small matrices is bound by this, not
   by arithmetic).
 
-:func:`gemm_speedup` is measured on first use only (the approximate passes ask it): how much faster a GEMM runs in
-a reduced dtype — on an AVX2 CPU bf16 is about 100× *slower* than float32.
+:func:`gemm_speedup` is measured on first use in a process (the precision pass asks it): how much faster a GEMM runs
+in a reduced dtype — on an AVX2 CPU bf16 is about 100× *slower* than float32.
 
 The constants belong to the machine key of :mod:`tcomp.cache` (processor, CPU capability, torch version,
 threads), so another machine or setting measures again. ``TCOMP_CALIBRATION=default`` skips measuring and uses
@@ -20,6 +20,7 @@ fixed constants (reproducible plans in tests).
 """
 from __future__ import annotations
 
+import functools
 import os
 import time
 from typing import Callable
@@ -42,8 +43,7 @@ def machine_model() -> MachineModel:
         return MachineModel()
     if _measured is None:
         cache = DiskCache.open("machine")
-        found = cache.get("constants", valid=lambda d: isinstance(d, dict) and all(
-            isinstance(d.get(k), (int, float)) and d[k] >= 0 for k in _CONSTANTS))
+        found = cache.get("constants", valid=_valid_constants)
         if found is DiskCache.MISSING:
             model = measure()
             cache.put("constants", {**model.details, **{k: getattr(model, k) for k in _CONSTANTS}})
@@ -53,17 +53,19 @@ def machine_model() -> MachineModel:
     return _measured
 
 
+@functools.cache
 def gemm_speedup(dtype: torch.dtype) -> float:
-    """How much faster a 512×512×512 GEMM runs in ``dtype`` than in float32 here (measured once, cached)."""
-    cache = DiskCache.open("machine")
-    key = f"gemm_speedup:{dtype}"
-    found = cache.get(key, valid=lambda v: isinstance(v, (int, float)) and v > 0)
-    if found is DiskCache.MISSING:
-        a, b = torch.randn(512, 512), torch.randn(512, 512)
-        ar, br = a.to(dtype), b.to(dtype)
-        found = _fastest(lambda: a @ b, 7) / _fastest(lambda: ar @ br, 7)
-        cache.put(key, found)
-    return found
+    """How much faster a 512×512×512 GEMM runs in ``dtype`` than in float32 here, measured once per process (not
+    kept on disk: one reading taken under load would otherwise decide for every later process)."""
+    a, b = torch.randn(512, 512), torch.randn(512, 512)
+    ar, br = a.to(dtype), b.to(dtype)
+    return _fastest(lambda: a @ b, 7) / _fastest(lambda: ar @ br, 7)
+
+
+def _valid_constants(d) -> bool:
+    """The three rates positive, the two fixed costs non-negative (a zero rate would divide by zero)."""
+    return isinstance(d, dict) and all(isinstance(d.get(k), (int, float)) for k in _CONSTANTS) and \
+        all(d[k] > 0 for k in _CONSTANTS[:3]) and all(d[k] >= 0 for k in _CONSTANTS[3:])
 
 
 def measure() -> MachineModel:
@@ -89,5 +91,10 @@ def measure() -> MachineModel:
 
 def _fastest(fn: Callable[[], object], repeats: int, inner: int = 1) -> float:
     """Seconds per call of ``fn``: the fastest of ``repeats`` timings of ``inner`` calls each (a call too short to
-    time alone is timed ``inner`` times in a row)."""
-    return fastest_time(lambda: [fn() for _ in range(inner)], (), repeats) / inner
+    time alone is timed ``inner`` times in a row). Each result is dropped before the next call, so the memory
+    traffic measured is that of one call, not of several results kept alive."""
+    def calls() -> None:
+        for _ in range(inner):
+            fn()
+
+    return fastest_time(calls, (), repeats) / inner

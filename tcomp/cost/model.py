@@ -5,7 +5,7 @@ can be evaluated over a range of batch sizes. The time of a cost is a roofline-s
 
     time = flops / gemm_rate + bytes / bandwidth + copy_bytes / copy_bandwidth + launches * launch_overhead
 
-whose constants are measured once per machine by :mod:`tcomp.calibrate` (cached on disk) and documented in
+whose constants are measured once per machine by :mod:`tcomp.cost.machine` (cached on disk) and documented in
 docs/passes/contraction_order.md. The model is deliberately simple: it must rank contraction orders and layouts,
 not predict wall time to the microsecond.
 """

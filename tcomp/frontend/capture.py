@@ -6,7 +6,7 @@
 
 Shapes are then propagated at the example batch size and at two more batch sizes (with fake tensors; real
 tensors where an op needs data). Each dimension is fitted with an affine function of the batch symbol ``B``
-(see :mod:`tcomp.symbolic`): when every dimension fits, the graph is *batch-symbolic* and one compiled program
+(see :mod:`tcomp.ir.symbolic`): when every dimension fits, the graph is *batch-symbolic* and one compiled program
 serves every batch size; otherwise it is specialised to the example shapes and the compiled module recompiles on
 a new shape (a guard, never a silent wrong answer).
 """

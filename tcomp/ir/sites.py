@@ -34,7 +34,7 @@ class Option:
     dtype: torch.dtype | None = None
     params: dict = field(default_factory=dict)
     local_error: float | None = None   # relative error of the weight (activation-weighted where known)
-    values: list | None = None         # its trainable constants, created once (see passes/select.py)
+    values: list | None = None         # its trainable constants, created once (see tcomp.approx.apply.site_replacement)
 
     @property
     def num_params(self) -> int | None:

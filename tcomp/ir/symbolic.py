@@ -3,7 +3,7 @@
 tcomp records every tensor's shape as a tuple of *sizes*, where a size is a plain ``int`` or, for dimensions that
 scale with the batch, a sympy expression in the one symbol ``B`` (for example ``B``, ``196*B`` or ``B + 1``).
 Capture finds which dimensions depend on the batch by propagating shapes at several batch sizes and fitting an
-affine function of ``B`` to each dimension (see :mod:`tcomp.capture`). Costs built from such sizes are sympy
+affine function of ``B`` to each dimension (see :mod:`tcomp.frontend.capture`). Costs built from such sizes are sympy
 expressions too, so a plan can be checked over a range of batch sizes.
 """
 from __future__ import annotations

@@ -60,13 +60,3 @@ class BudgetInfeasibleError(ValueError):
             f"no schedule within the memory budget {budget}: {reason}; the smallest budget found feasible is "
             f"{smallest_feasible} (no schedule can peak below {lower_bound}, the largest node with its inputs)"
         )
-
-
-def check_budget(budget: float | int) -> None:
-    """Raise TypeError / ValueError unless `budget` is a fraction in (0, 1] or a positive number of bytes."""
-    if isinstance(budget, bool) or not isinstance(budget, (int, float)):
-        raise TypeError(f"budget must be a float fraction of eager's peak or an int of bytes, got {budget!r}")
-    if isinstance(budget, float) and not 0.0 < budget <= 1.0:
-        raise ValueError(f"a fractional budget must be in (0, 1], got {budget}")
-    if isinstance(budget, int) and budget <= 0:
-        raise ValueError(f"a budget in bytes must be positive, got {budget}")

@@ -4,12 +4,12 @@ A rewrite that changes a weight — a batch norm folded into a convolution's wei
 linear map's weight, a convolution weight laid out channels-last — must keep it a function of the *original*
 parameters, so that optimizer steps, ``load_state_dict`` and gradients stay right and the compiled module's
 ``state_dict`` keeps the original keys. Such a weight is a :class:`~tcomp.ir.Call` of a
-:class:`tcomp.runtime.CachedFunction` whose inputs are program constants (computed once, recomputed when a
+:class:`tcomp.codegen.folded.CachedFunction` whose inputs are program constants (computed once, recomputed when a
 parameter changes, differentiated in backward).
 
 :func:`weight_recipe` recognises a weight-only value (a constant, a cached function of constants, or a reshape of a
 constant) as a function of constants; :func:`cached_call` applies a further function to it, composing with the
-existing recipe (:class:`tcomp.runtime.Compose`) so that a weight rewritten twice is one cache of the original
+existing recipe (:class:`tcomp.codegen.folded.Compose`) so that a weight rewritten twice is one cache of the original
 parameters, never a cache of a cache. This module is shared by the fold_bn, algebraic and layout passes; it is not
 a pass itself.
 """

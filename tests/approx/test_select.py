@@ -35,8 +35,9 @@ def _relative(a, b):
 
 
 def _flop_time(ops, batch, training=False, repeats=9):
-    """A deterministic stand-in for the measured time of ``ops`` (``tcomp.approx.option_time.time_ops``): 1 ns per FLOP of
-    their networks plus 1 µs per op, so that which options are faster does not depend on the machine's load."""
+    """A deterministic stand-in for the measured time of ``ops`` (``tcomp.approx.option_time.time_ops``): 1 ns per
+    FLOP of their networks plus 1 µs per op, so that which options are faster does not depend on the machine's
+    load."""
     from tcomp.contract.plan import network_cost
     from tcomp.ir.symbolic import evaluate
 
@@ -78,9 +79,10 @@ def deterministic_layer_times(mp, time_fn=_flop_time):
     mp.setattr("tcomp.passes.precision.gemm_speedup", lambda dtype: 2.0)
     mp.setattr("tcomp.approx.selection.median_time", _op_cost_time)
     mp.setattr("tcomp.approx.selection.times_in_turns", lambda gms, args: [_op_cost_time(gm, args) for gm in gms])
-    mp.setattr("tcomp.approx.selection.time_ops", time_fn)
+    mp.setattr("tcomp.approx.selection.time_ops",
+               lambda ops, batch, training=False, repeats=9, machine=None: time_fn(ops, batch, training, repeats))
     mp.setattr("tcomp.approx.selection.time_against",
-               lambda ops, reference, batch, training=False, rounds=9:
+               lambda ops, reference, batch, training=False, rounds=9, machine=None:
                time_fn(ops, batch, training) / time_fn(reference, batch, training))
 
 

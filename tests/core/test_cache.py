@@ -1,6 +1,7 @@
 """The one on-disk cache (tcomp.cache): JSON tables per machine, written atomically, never trusted — a file that is
 not a table of this format and machine, or an entry of the wrong kind, is ignored, and rewritten at the next write."""
 import json
+import os
 
 import pytest
 import torch
@@ -83,3 +84,50 @@ def test_the_machine_key_follows_the_cpu_capability_isa_limit_and_threads(monkey
     finally:
         torch.set_num_threads(threads)
     assert machine_key() == key
+
+
+def _write_many(args):
+    directory, worker = args
+    os.environ["TCOMP_CACHE_DIR"] = directory
+    DiskCache._open.clear()
+    cache = DiskCache.open("t")
+    for k in range(200):
+        cache.put(f"w{worker}-{k}", k)
+
+
+def test_processes_writing_at_once_keep_every_entry(cache_dir):
+    """Four processes writing 200 entries each into one table at the same time: the lock around read-merge-rename
+    keeps all 800 (without it, entries are lost: checked by taking the lock away)."""
+    import multiprocessing
+
+    with multiprocessing.get_context("spawn").Pool(4) as pool:
+        pool.map(_write_many, [(str(cache_dir), w) for w in range(4)])
+    DiskCache._open.clear()
+    entries = DiskCache.open("t").entries
+    assert len(entries) == 800 and all(entries[f"w{w}-{k}"] == k for w in range(4) for k in range(200))
+
+
+def test_a_cache_that_cannot_be_read_costs_only_the_measurements(cache_dir, monkeypatch):
+    from pathlib import Path
+
+    real_exists = Path.exists
+
+    def denied(self, *args, **kwargs):
+        if self.name.startswith("t-"):
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_exists(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "exists", denied)
+    with pytest.warns(CacheWarning, match="PermissionError"):
+        cache = DiskCache.open("t")
+    cache.put("k", 1.0)  # nothing raised
+    assert cache.get("k") == 1.0
+
+
+def test_a_value_json_cannot_hold_is_refused_and_the_table_still_works(cache_dir):
+    cache = DiskCache.open("t")
+    with pytest.warns(CacheWarning, match="not caching"):
+        cache.put("bad", object())
+    cache.put("good", 2)
+    DiskCache._open.clear()
+    assert DiskCache.open("t").get("good") == 2 and DiskCache.open("t").get("bad") is DiskCache.MISSING

@@ -1,4 +1,4 @@
-"""tcomp.structured.Linear: trainable structured layers, their init, and projection from dense layers."""
+"""tcomp.approx.layers.Linear: trainable structured layers, their init, and projection from dense layers."""
 import pytest
 import torch
 from hypothesis import given, settings

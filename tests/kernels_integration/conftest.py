@@ -1,4 +1,4 @@
-"""The Triton interpreter for this directory's tests (it must be set before kernels are defined; tcomp.kernels
+"""The Triton interpreter for this directory's tests (it must be set before kernels are defined; tcomp.codegen.kernels
 defines them on first use, so setting it here, per test, is enough — and it is restored afterwards)."""
 import os
 

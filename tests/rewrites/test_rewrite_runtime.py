@@ -1,4 +1,4 @@
-"""tcomp.runtime.CachedFunction: computed once, recomputed when an input changes, differentiated exactly, never
+"""tcomp.codegen.folded.CachedFunction: computed once, recomputed when an input changes, differentiated exactly, never
 aliasing an input; Compose builds one cache of the original parameters for two rewrites of a weight."""
 import functools
 

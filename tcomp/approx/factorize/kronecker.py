@@ -9,7 +9,7 @@ Valid parameters: ``a_shape = (o, i)`` with ``o | d_out`` and ``i | d_in``; ``1 
 Parameters stored: ``k·(o·i + p·j)``.
 
 The factor layouts ``A[o,t,i]`` and ``B[p,t,j]`` let a layer apply it as two GEMMs without copying a weight:
-``A.reshape(o·k, i)`` on the input's outer index, then ``B.reshape(p, k·j)`` (see tcomp.structured).
+``A.reshape(o·k, i)`` on the input's outer index, then ``B.reshape(p, k·j)`` (see tcomp.approx.layers).
 """
 from __future__ import annotations
 

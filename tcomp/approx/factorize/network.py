@@ -31,7 +31,7 @@ class FactorNetwork:
     """A weight W approximated (or represented exactly) as a small tensor network of factors.
 
     method: the factorization that produced it ("svd", "asvd", "afm", "cur", "monarch", "btt", "kronecker",
-        "tucker2", "cp"; a tcomp.structured.Linear also gives "dense" and "lowrank"); params: that method's
+        "tucker2", "cp"; a tcomp.approx.layers.Linear also gives "dense" and "lowrank"); params: that method's
         parameters (e.g. ``{"rank": 32}``); factors: the factor tensors; factor_indices: one index letter per factor
         dimension; weight_indices: per dimension of the original weight, the row-major group of letters it splits
         into; sizes: the size of every letter.

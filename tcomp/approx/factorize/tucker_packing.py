@@ -33,7 +33,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
-from ortools.sat.python import cp_model
 
 _OBJECTIVE_SCALE = 1e12
 
@@ -110,6 +109,8 @@ def tucker_packing(singular_values: Sequence[Sequence[float]], mode_sizes: Seque
     ``workers``: CP-SAT search threads. One is fastest on the instances of tensor compression (measured here: 35 ms
     with one, 60 ms with two, on a 64×48×32 tensor); more pay off only on large, hard instances.
     """
+    from ortools.sat.python import cp_model  # imported on use: OR-Tools (and pandas with it) take 0.3 s to import
+
     start = time.perf_counter()
     energies = _validate(singular_values, mode_sizes, budget, core_multiplier)
     greedy = greedy_packing(singular_values, mode_sizes, budget, core_multiplier)

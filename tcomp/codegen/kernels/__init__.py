@@ -10,7 +10,7 @@
 
 Kernels run on CUDA tensors, or on CPU tensors under Triton's interpreter (``TRITON_INTERPRET=1``). They are
 generated, compiled and autotuned on first use, so the interpreter setting at the time of a call decides how that
-call runs (see :mod:`tcomp.kernels.runtime`). See docs/kernels.md.
+call runs (see :mod:`tcomp.codegen.kernels.runtime`). See docs/kernels.md.
 """
 from .contraction import contract_pair
 from .epilogue import ACTIVATIONS, Activation, AddTensor, Epilogue, Scale

@@ -1,7 +1,7 @@
 """Pairwise contractions as generated strided batched-GEMM Triton kernels with fused epilogues.
 
 A pairwise einsum ``"<a>,<b>-><out>"`` is a batched GEMM ``out[batch, M, N] = Σ_K a[batch, M, K] · b[batch, K, N]``
-over groups of indices (see :mod:`tcomp.kernels.equation`). The generated kernel is the classic tiled GEMM
+over groups of indices (see :mod:`tcomp.codegen.kernels.equation`). The generated kernel is the classic tiled GEMM
 (one program per ``BLOCK_M × BLOCK_N`` output tile of one batch element, a loop over ``BLOCK_K`` slices of K with
 ``tl.dot`` accumulating in float32, and "grouped" tile order so that ``GROUP_M`` row tiles reuse the same columns of
 ``b`` from L2), specialised to the number of indices in each group and to the epilogue:
@@ -30,7 +30,7 @@ from .epilogue import Epilogue, epilogue_arguments, epilogue_params, epilogue_so
 from .equation import PairwiseEquation
 
 #: Autotuning candidates on GPUs: (BLOCK_M, BLOCK_N, BLOCK_K) tiles, warps, pipeline stages. Compiled for sm_90
-#: (tcomp.kernels.offline), all use wgmma except the 16-row tile, and none spills with a bias + GELU epilogue.
+#: (tcomp.codegen.kernels.offline), all use wgmma except the 16-row tile, and none spills with a bias + GELU epilogue.
 CONFIGS = tuple(runtime.TuningConfig.of(warps, stages, BLOCK_M=m, BLOCK_N=n, BLOCK_K=k, GROUP_M=8)
                 for m, n, k, warps, stages in (
                     (128, 128, 64, 8, 3),
@@ -61,7 +61,7 @@ def contract_pair(equation: str, a: torch.Tensor, b: torch.Tensor, *, epilogue: 
 def plan_contraction(equation: str, a: torch.Tensor, b: torch.Tensor, *, epilogue: Epilogue | None = None,
                      out_dtype: torch.dtype | None = None) -> runtime.Launch:
     """Validate a :func:`contract_pair` call and plan its kernel launch (allocating the output) without running
-    it; the tensors may be on any device (``meta`` too — see :mod:`tcomp.kernels.offline`)."""
+    it; the tensors may be on any device (``meta`` too — see :mod:`tcomp.codegen.kernels.offline`)."""
     where = f"contract_pair({equation!r})"
     parsed = _parse(equation)
     dtype = runtime.check_operands(where, a=a, b=b)

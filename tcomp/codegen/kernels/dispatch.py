@@ -1,6 +1,6 @@
 """What the emitted code calls for a Network that the triton_codegen pass assigned to Triton kernels.
 
-:func:`contract` runs one pairwise contraction step with :func:`tcomp.kernels.contract_pair`, its epilogue given
+:func:`contract` runs one pairwise contraction step with :func:`tcomp.codegen.kernels.contract_pair`, its epilogue given
 as a spec of plain values (so that it prints in the emitted code) with the epilogue's tensors as arguments. The
 kernels have no backward: when gradients are needed the same step runs as ``torch.einsum`` followed by the same
 epilogue in torch, so the compiled module still trains.

@@ -41,7 +41,8 @@ BTT_EQUATION = "bki,kjir,jlkr->blj"
 _BLOCKS = ("BLOCK_ROWS", "BLOCK_J", "BLOCK_K", "BLOCK_I", "BLOCK_L")
 #: Autotuning candidates on GPUs: (BLOCK_ROWS, BLOCK_J, BLOCK_K, BLOCK_I, BLOCK_L), warps, pipeline stages. The
 #: float32 accumulator holds BLOCK_J·BLOCK_ROWS·BLOCK_L values, so these keep that product at 16–32K: compiled for
-#: sm_90 (tcomp.kernels.offline) they use ≤ 255 registers without spilling for 16-bit operands at widths 1024–8192.
+#: sm_90 (tcomp.codegen.kernels.offline) they use ≤ 255 registers without spilling for 16-bit operands at widths
+#: 1024–8192.
 CONFIGS = tuple(runtime.TuningConfig.of(warps, stages, **dict(zip(_BLOCKS, blocks)))
                 for *blocks, warps, stages in (
                     (32, 16, 16, 16, 64, 8, 1),

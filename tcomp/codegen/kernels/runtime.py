@@ -2,7 +2,7 @@
 
 Kernels are defined lazily. ``triton.jit`` reads ``TRITON_INTERPRET`` when it *decorates* a function (it then
 returns an interpreted function instead of a compiled one), so a kernel defined at import time would be frozen into
-whichever mode was on when ``tcomp.kernels`` was first imported. Here each generated source is executed and
+whichever mode was on when ``tcomp.codegen.kernels`` was first imported. Here each generated source is executed and
 decorated on its first use, and the cache is keyed on whether the interpreter is on: the value of
 ``TRITON_INTERPRET`` at the moment of a call decides how that call runs. The same holds for the ``@triton.jit``
 functions of Triton's own standard library (``tl.cdiv``, ``tl.zeros``, ``tl.sigmoid`` ...), which are decorated
@@ -215,9 +215,9 @@ def define_kernel(spec: KernelSpec) -> Any:
     import triton.language as tl
 
     digest = hashlib.sha1(spec.source.encode()).hexdigest()[:12]
-    filename = f"<tcomp.kernels generated {spec.name} {digest}>"
+    filename = f"<tcomp.codegen.kernels generated {spec.name} {digest}>"
     linecache.cache[filename] = (len(spec.source), None, spec.source.splitlines(keepends=True), filename)
-    namespace: dict[str, Any] = {"triton": triton, "tl": tl, "__name__": "tcomp.kernels.generated"}
+    namespace: dict[str, Any] = {"triton": triton, "tl": tl, "__name__": "tcomp.codegen.kernels.generated"}
     exec(compile(spec.source, filename, "exec"), namespace)
     return namespace[spec.name]
 
