@@ -44,6 +44,7 @@ import torch.utils._pytree as pytree
 from tcomp.cache import DiskCache
 from tcomp.codegen.runnable import runnable, time_in_turns
 from tcomp.contract.search import best_plan, result_stride_order
+from tcomp.distributed import agree
 from tcomp.ir import Call, Network, Op, Program, Value, substitute_inputs
 from tcomp.ir.names import Names
 from tcomp.options import LAYOUTS
@@ -245,7 +246,7 @@ def _decide(program: Program, channels_last: Program, ctx: PassContext) -> tuple
         cache.put(key, times)
     details = {"contiguous_s": times[0], "channels_last_s": times[1], "measured_now": measured,
                "cache": str(cache.path)}
-    return times[1] < times[0], details
+    return agree(times[1] < times[0]), details  # rank 0's decision on every rank
 
 
 def run(program: Program, ctx: PassContext) -> tuple[Program, PassReport]:

@@ -10,8 +10,12 @@ options and choice; the selection is returned in the report, so that a recompila
 """
 from __future__ import annotations
 
-from tcomp.approx.selection import Job, reapply, select
+import torch
+
+from tcomp.approx.selection import PROGRAM, Job, Selection, reapply, select
+from tcomp.distributed import agree
 from tcomp.ir import Program
+from tcomp.ir.sites import Option
 from tcomp.passmanager import Pass, PassContext, PassReport
 
 NAME = "select"
@@ -30,8 +34,33 @@ def run(program: Program, ctx: PassContext) -> tuple[Program, PassReport]:
                                                 "unchanged"])
     result = select(Job(program, ctx.calibration, ctx.measurements, ctx.example_inputs, ctx.training,
                         opts.tolerance, opts.target_speedup, opts.heal_config, ctx.machine))
-    return result.program, PassReport(NAME, changed=bool(result.selection), notes=result.notes,
-                                      details=result.details, selection=result.selection)
+    new, selection = result.program, result.selection
+    chosen = agree(_names(selection))  # under torch.distributed every rank runs rank 0's choice
+    if chosen != _names(selection):
+        selection = _by_names(program, chosen)
+        new = reapply(program, selection, ctx.example_inputs)
+        result.notes.append("rank 0's selection, which this rank measured differently, is applied")
+    return new, PassReport(NAME, changed=bool(selection), notes=result.notes, details=result.details,
+                           selection=selection)
+
+
+def _names(selection: Selection) -> tuple:
+    """What a selection chose, by name: per site the option's name, and the precision throughout."""
+    marker = selection.throughout
+    return (tuple(sorted((n, o.name) for n, o in selection.sites.items())),
+            None if marker is None else (marker.name, str(marker.dtype)))
+
+
+def _by_names(program: Program, names: tuple) -> Selection:
+    """The selection of ``names`` made of this program's own options (every rank proposes the same options: they
+    are computed from the same weights)."""
+    per_site, marker = names
+    sites = {n: next(o for o in program.sites[n].options if o.name == name) for n, name in per_site}
+    throughout = None
+    if marker is not None:
+        dtype = getattr(torch, marker[1].removeprefix("torch."))
+        throughout = Option(PROGRAM, "precision", marker[0], dtype=dtype)
+    return Selection(sites, throughout)
 
 
 PASS = Pass(NAME, run, exact=False, requires=("sites",), doc=__doc__.splitlines()[0])

@@ -25,7 +25,8 @@ import torch.nn as nn
 
 from tcomp.approx.selection import Selection
 from tcomp.codegen.kernels.source import kernel_sources
-from tcomp.frontend.arguments import flatten_arguments
+from tcomp.distributed import refuse_wrapped
+from tcomp.frontend.arguments import Arguments
 from tcomp.ir import Program
 from tcomp.options import Options
 from tcomp.pipeline import build, check
@@ -39,17 +40,23 @@ class TcompWarning(UserWarning):
 
 @dataclass
 class _Guard:
-    """What an input signature must match: per flattened argument a (dtype, device, shape) spec for tensors —
-    with None for the symbolic batch dims — or the value itself, plus the module's training flag. With
-    ``autograd`` (compilations under a memory budget, whose artifact is a traced training step), also whether
-    gradients are enabled and which tensor arguments require grad."""
+    """What an input signature must match: the arguments' names (a keyword passed under another name is another
+    call), per argument a (dtype, device, shape) spec for tensors — with None for the symbolic batch dims, which
+    must all have one size (they are one symbol, ``B``; an input broadcast along it is another signature) — or the
+    value itself, plus the module's training flag. With ``autograd`` (compilations under a memory budget, whose
+    artifact is a traced training step), also whether gradients are enabled and which tensor arguments require
+    grad."""
 
+    names: tuple[str, ...]
     specs: tuple
     training: bool
     autograd: tuple | None = None
+    batch_dims: tuple[tuple[int, int], ...] = ()
 
     @staticmethod
-    def of(args: tuple, training: bool, batch_dims: set[tuple[int, int]], autograd: bool = False) -> "_Guard":
+    def of(arguments: Arguments, training: bool, batch_dims: set[tuple[int, int]],
+           autograd: bool = False) -> "_Guard":
+        args = arguments.values
         specs = []
         for k, a in enumerate(args):
             if isinstance(a, torch.Tensor):
@@ -57,10 +64,18 @@ class _Guard:
                 specs.append(("tensor", a.dtype, a.device, shape))
             else:
                 specs.append(("value", a))
-        return _Guard(tuple(specs), training, _autograd_state(args) if autograd else None)
+        return _Guard(arguments.names, tuple(specs), training, _autograd_state(args) if autograd else None,
+                      tuple(sorted(batch_dims)))
 
-    def matches(self, args: tuple, training: bool) -> bool:
-        if training != self.training or len(args) != len(self.specs):
+    def describe(self) -> str:
+        """The signature in a few words: ``x: float32[B, 784], mode eval``."""
+        parts = [f"{n}: {str(s[1]).replace('torch.', '')}[{', '.join('B' if d is None else str(d) for d in s[3])}]"
+                 if s[0] == "tensor" else f"{n}={s[1]!r}" for n, s in zip(self.names, self.specs)]
+        return ", ".join(parts) + f", {'train' if self.training else 'eval'} mode"
+
+    def matches(self, arguments: Arguments, training: bool) -> bool:
+        args = arguments.values
+        if training != self.training or arguments.names != self.names:
             return False
         if self.autograd is not None and _autograd_state(args) != self.autograd:
             return False
@@ -73,7 +88,7 @@ class _Guard:
                     return False
             elif isinstance(a, torch.Tensor) or not _same_value(a, spec[1]):
                 return False
-        return True
+        return len({args[k].shape[d] for k, d in self.batch_dims}) <= 1
 
 
 def _autograd_state(args: tuple) -> tuple:
@@ -125,11 +140,16 @@ class _Artifact:
     runner: Any = None                   # what a call runs: gm, an Inductor runner, a rematerialized step
     selection: Selection | None = None   # approximate compilation: the options chosen
 
-    def matches(self, flat: tuple, training: bool) -> bool:
-        return self.guard.matches(flat, training) and self.state.valid()
+    def matches(self, arguments: Arguments, training: bool) -> bool:
+        return self.guard.matches(arguments, training) and self.state.valid()
 
 
 # -- the module ---------------------------------------------------------------------------------------------------
+
+MAX_PROGRAMS = 8
+"""Compiled programs a module keeps, most recently used first; compiling one more drops the least recently used (its
+report says so): every new sequence length of a model whose batch alone is symbolic compiles again."""
+
 
 class CompiledModule(nn.Module):
     """The result of :func:`compile`: call it like the original model."""
@@ -139,7 +159,8 @@ class CompiledModule(nn.Module):
         self._orig_mod = model
         self._tcomp_options = options
         self._tcomp_name = name or type(model).__name__
-        self._tcomp_artifacts: list[_Artifact] = []
+        self._tcomp_artifacts: list[_Artifact] = []     # most recently used first
+        self._tcomp_selection: Selection | None = None  # an approximate compilation's choices, for every recompile
         self._tcomp_signature = inspect.signature(model.forward)
         self._register_state_dict_hook(_strip_prefix)
         self._register_load_state_dict_pre_hook(_add_prefix)
@@ -151,20 +172,22 @@ class CompiledModule(nn.Module):
         self._tcomp_artifacts.clear()  # buffers may be new tensors now: recompile on the next call
         return out
 
-    def flat_args(self, args: tuple, kwargs: dict) -> tuple:
-        return flatten_arguments(self._tcomp_signature, args, kwargs)[0]
-
     def forward(self, *args, **kwargs):
-        flat = self.flat_args(args, kwargs)
+        arguments = Arguments.bind(self._tcomp_signature, args, kwargs)
         training = self._orig_mod.training
-        art = next((a for a in self._tcomp_artifacts if a.matches(flat, training)), None)
+        art = next((a for a in self._tcomp_artifacts if a.matches(arguments, training)), None)
         if art is None:
             self._tcomp_artifacts[:] = [a for a in self._tcomp_artifacts if a.state.valid()]
-            art = self._compile(flat)
+            art = self._compile(arguments)
+        elif art is not self._tcomp_artifacts[0]:
+            self._tcomp_artifacts.remove(art)
+            self._tcomp_artifacts.insert(0, art)
         if art.gm is None:
             return self._orig_mod(*args, **kwargs)
+        # the GraphModule's forward itself, not fx's call wrapper, which prints a traceback of its own on an error
+        run = art.gm.forward if art.runner is None or art.runner is art.gm else art.runner
         try:
-            return (art.runner or art.gm)(*[a for a in flat if isinstance(a, torch.Tensor)])
+            return run(*arguments.tensors)
         except Exception as err:  # noqa: BLE001 - never crash where eager would not
             if self._tcomp_options.strict:
                 raise
@@ -178,16 +201,16 @@ class CompiledModule(nn.Module):
 
     def compile_for(self, *args, **kwargs) -> "_Artifact":
         """Compile for these example inputs now (what the first call would do)."""
-        return self._compile(self.flat_args(args, kwargs))
+        return self._compile(Arguments.bind(self._tcomp_signature, args, kwargs))
 
-    def _compile(self, flat: tuple) -> _Artifact:
+    def _compile(self, arguments: Arguments) -> _Artifact:
         opts = self._tcomp_options
-        earlier = next((a.selection for a in self._tcomp_artifacts if a.selection is not None), None)
         model = self._orig_mod
         try:
-            b = build(model, flat, self._tcomp_signature, opts, self._tcomp_name, earlier_selection=earlier)
-            art = _Artifact(_Guard.of(flat, model.training, b.batch_dims, opts.memory_budget is not None), b.report,
-                            b.gm, b.program, _StateGuard.of(model, list(b.program.constants)), b.runner, b.selection)
+            b = build(model, arguments, opts, self._tcomp_name, earlier_selection=self._tcomp_selection)
+            guard = _Guard.of(arguments, model.training, b.batch_dims, opts.memory_budget is not None)
+            art = _Artifact(guard, b.report, b.gm, b.program, _StateGuard.of(model, list(b.program.constants)),
+                            b.runner, b.selection)
         except Exception as err:  # noqa: BLE001
             if opts.strict:
                 raise
@@ -195,8 +218,14 @@ class CompiledModule(nn.Module):
             warnings.warn(f"tcomp: cannot compile {self._tcomp_name} ({reason}); running it eagerly",
                           TcompWarning, stacklevel=3)
             report = CompileReport(self._tcomp_name, status="eager fallback", fallback_reason=reason)
-            art = _Artifact(_Guard.of(flat, model.training, set(), opts.memory_budget is not None), report)
+            art = _Artifact(_Guard.of(arguments, model.training, set(), opts.memory_budget is not None), report)
         self._tcomp_artifacts.insert(0, art)
+        if len(self._tcomp_artifacts) > MAX_PROGRAMS:
+            dropped = self._tcomp_artifacts.pop()
+            art.report.notes.append(f"{MAX_PROGRAMS} compiled programs kept: the least recently used one "
+                                    f"({dropped.report.model}, {dropped.guard.describe()}) was dropped")
+        if self._tcomp_selection is None:
+            self._tcomp_selection = art.selection
         self._register_new_parameters(art)
         return art
 
@@ -213,6 +242,7 @@ class CompiledModule(nn.Module):
 
     # -- what users look at ------------------------------------------------------------------------------------
     def _latest(self) -> _Artifact:
+        """The program the last call ran (or the last compilation made): what ``.code``, ``.report`` show."""
         if not self._tcomp_artifacts:
             raise RuntimeError("not compiled yet: call the module once, or pass example_inputs to tcomp.compile")
         return self._tcomp_artifacts[0]
@@ -289,6 +319,7 @@ def compile(model: Any = None, example_inputs: Any = None, *, tolerance: float |
 
 def _compile_object(model: Any, example_inputs: Any, opts: Options):
     if isinstance(model, nn.Module):
+        refuse_wrapped(model)
         compiled = CompiledModule(model, opts)
         if example_inputs is not None:
             ex = example_inputs if isinstance(example_inputs, tuple) else (example_inputs,)

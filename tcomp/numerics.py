@@ -23,8 +23,9 @@ class Comparison:
     detail: str = ""
 
 
-def compare(ref, out, rtol: float | None = None) -> Comparison:
-    """Compare two output pytrees leaf by leaf (tensors numerically, anything else by equality)."""
+def compare(ref, out, rtol: float | None = None, values: bool = True) -> Comparison:
+    """Compare two output pytrees leaf by leaf: structure, then each tensor's shape and dtype, then (with
+    ``values``) tensors numerically and anything else by equality."""
     ref_leaves, ref_spec = pytree.tree_flatten(ref)
     out_leaves, out_spec = pytree.tree_flatten(out)
     if ref_spec != out_spec:
@@ -37,6 +38,10 @@ def compare(ref, out, rtol: float | None = None) -> Comparison:
             if not isinstance(o, torch.Tensor) or r.shape != o.shape:
                 return Comparison(float("inf"), float("inf"), False,
                                   f"output {k}: shape {getattr(o, 'shape', type(o))} vs {tuple(r.shape)}")
+            if r.dtype != o.dtype:
+                return Comparison(float("inf"), float("inf"), False, f"output {k}: dtype {o.dtype} vs {r.dtype}")
+            if not values:
+                continue
             if not r.is_floating_point() and not r.is_complex():
                 if not torch.equal(r, o):
                     return Comparison(float("inf"), float("inf"), False, f"output {k}: integer values differ")
@@ -55,6 +60,6 @@ def compare(ref, out, rtol: float | None = None) -> Comparison:
             if a > tol * max(scale, 1e-6):
                 ok = False
                 detail = f"output {k}: max abs error {a:.3g} (scale {scale:.3g}, tolerance {tol:g})"
-        elif r != o:
+        elif values and r != o:
             return Comparison(float("inf"), float("inf"), False, f"output {k}: {o!r} != {r!r}")
     return Comparison(max_abs, max_rel, ok, detail)

@@ -9,7 +9,6 @@ step (:mod:`tcomp.passes.rematerialize`).
 """
 from __future__ import annotations
 
-import inspect
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -24,15 +23,18 @@ from tcomp.approx.calibration import Calibration
 from tcomp.approx.measurements import Measurements
 from tcomp.approx.metrics import get_metric
 from tcomp.approx.selection import Selection
-from tcomp.codegen.emit import emit
+from tcomp.codegen.emit import NotAffine, emit
 from tcomp.codegen.inductor import compile_with_inductor
-from tcomp.frontend.arguments import CallTemplate, flatten_arguments, rebuild_call
+from tcomp.cost import machine_model
+from tcomp.distributed import agree
+from tcomp.frontend.arguments import Arguments, CallTemplate
 from tcomp.frontend.capture import Captured, capture, preserved_state
 from tcomp.frontend.lower import lower
 from tcomp.ir import Program
+from tcomp.ir.analysis import deterministic
 from tcomp.numerics import compare
 from tcomp.options import Options
-from tcomp.passmanager import Pass, PassContext, PipelineResult, run_passes, select_passes
+from tcomp.passmanager import Pass, PassContext, PipelineResult, VerificationError, run_passes, select_passes
 from tcomp.report import CompileReport
 from tcomp.timing import median_time
 
@@ -57,25 +59,23 @@ def check(opts: Options) -> list[Pass]:
     return select_passes(passes.pipeline(), opts.passes, approximate=opts.approximate)
 
 
-def build(model: nn.Module, flat: tuple, signature: inspect.Signature, opts: Options, name: str,
+def build(model: nn.Module, arguments: Arguments, opts: Options, name: str,
           earlier_selection: Selection | None = None) -> Build:
-    """Capture, lower, optimise and emit ``model`` for the example arguments ``flat`` (bound to ``signature``).
-    ``earlier_selection``: the choices of an earlier approximate compilation of this model, re-applied as they are."""
+    """Capture, lower, optimise and emit ``model`` for the example call ``arguments``. ``earlier_selection``: the
+    choices of an earlier approximate compilation of this model, re-applied as they are."""
     timings: dict[str, float] = {}
-    with _timed(timings, "capture"):
-        cap, positions = _capture(model, flat, signature)
-    example = tuple(flat[k] for k in positions)
-    with _timed(timings, "lower"):
-        program = lower(cap, name)
-    ctx = _context(model, example, program, opts, earlier_selection, timings)
-    verify = _verifier(model, flat, example) if opts.verify else None
-    with _timed(timings, "passes"):
-        result = run_passes(program, check(opts), ctx, check=verify)
-    with _timed(timings, "emit"):
-        gm = emit(result.program)
+    with _timed(timings, "eager"):
+        eager = _Eager(model, arguments)  # inputs the model rejects fail here, with eager's own error
+    try:
+        cap, result, gm = _compile(model, arguments, opts, name, earlier_selection, eager, timings, symbolic=True)
+    except NotAffine as err:  # unrelated inputs shared the example's batch size: specialise to the example
+        cap, result, gm = _compile(model, arguments, opts, name, earlier_selection, eager, timings, symbolic=False)
+        cap.notes.append(f"shapes specialised to the example inputs ({err})")
+    positions = arguments.tensor_positions
+    example = arguments.tensors
     batch_dims = {(positions[p], d) for p, d in cap.batch_inputs}
     if opts.memory_budget is not None and _trains(model):
-        runner, memory = _rematerialized(model, signature, flat, gm, opts.memory_budget)
+        runner, memory = _rematerialized(model, arguments, gm, opts.memory_budget)
         timings["rematerialize"] = memory["compile_time"]
         notes = [f"memory_budget={opts.memory_budget}: the training step runs rematerialized forward and backward "
                  f"graphs (eager backend), specialised to the example shapes"]
@@ -86,8 +86,33 @@ def build(model: nn.Module, flat: tuple, signature: inspect.Signature, opts: Opt
         if opts.memory_budget is not None:
             notes.append(f"memory_budget={opts.memory_budget} applies to training: this signature runs in eval mode "
                          f"or without gradients, so nothing is rematerialized")
+    if memory is None:  # (a rematerialized step is checked against eager's training steps when it is measured)
+        exact = not opts.approximate and all(map(deterministic, result.program.ops))
+        with _timed(timings, "check"):
+            problem = eager.mismatch(runner, values=exact)
+        if problem is not None:
+            raise VerificationError(f"the compiled program's results differ from eager's on the example inputs: "
+                                    f"{problem}")
     report = _report(name, cap, result, timings, batch_dims, backend, notes, memory)
     return Build(runner, gm, result.program, report, batch_dims, result.selection)
+
+
+def _compile(model: nn.Module, arguments: Arguments, opts: Options, name: str, earlier_selection: Selection | None,
+             eager: "_Eager", timings: dict[str, float],
+             symbolic: bool) -> tuple[Captured, PipelineResult, fx.GraphModule]:
+    """Capture (batch-symbolic where the shapes allow, with ``symbolic``), lower, run the passes, emit."""
+    with _timed(timings, "capture"):
+        cap = capture(model, arguments.tensors, call=None if arguments.plain else CallTemplate(arguments),
+                      symbolic=symbolic)
+    with _timed(timings, "lower"):
+        program = lower(cap, name)
+    ctx = _context(model, arguments.tensors, program, opts, earlier_selection, timings)
+    verify = (lambda program: eager.mismatch(emit(program))) if opts.verify else None
+    with _timed(timings, "passes"):
+        result = run_passes(program, check(opts), ctx, check=verify)
+    with _timed(timings, "emit"):
+        gm = emit(result.program)
+    return cap, result, gm
 
 
 @contextmanager
@@ -99,22 +124,11 @@ def _timed(timings: dict[str, float], stage: str):
         timings[stage] = time.perf_counter() - t0
 
 
-def _capture(model: nn.Module, flat: tuple, signature: inspect.Signature) -> tuple[Captured, list[int]]:
-    """The captured graph, and the positions of the tensor arguments (the graph's inputs, in order). A signature
-    with anything but positional tensors is traced through a wrapper that rebuilds the call (:class:`CallTemplate`)."""
-    positions = [k for k, a in enumerate(flat) if isinstance(a, torch.Tensor)]
-    _, names, rebuild = flatten_arguments(signature, *rebuild_call(signature, flat))
-    plain = len(positions) == len(flat) and all(
-        p.kind == inspect.Parameter.POSITIONAL_OR_KEYWORD for p in signature.parameters.values())
-    template = None if plain else CallTemplate([names[k] for k in positions], positions, flat, rebuild)
-    return capture(model, tuple(flat[k] for k in positions), call=template), positions
-
-
 def _context(model: nn.Module, example: tuple, program: Program, opts: Options,
              earlier_selection: Selection | None, timings: dict[str, float]) -> PassContext:
     """The pass context; for an approximate compilation that measures (no earlier selection), the calibration data
     split with the model's reference outputs, and the measurements remembered for model and data."""
-    ctx = PassContext(example_inputs=example, training=model.training, options=opts)
+    ctx = PassContext(example_inputs=example, training=model.training, options=opts, machine=agree(machine_model()))
     if not opts.approximate:
         return ctx
     if earlier_selection is not None:
@@ -127,18 +141,35 @@ def _context(model: nn.Module, example: tuple, program: Program, opts: Options,
     return ctx
 
 
-def _verifier(model: nn.Module, flat: tuple, example: tuple) -> Callable[[Program], str | None]:
-    """``verify=True``: after each pass, the program emitted and run on the example, compared with eager."""
-    with torch.no_grad(), preserved_state(model):
-        reference = model(*flat)
+class _Eager:
+    """Eager's results on copies of the example arguments, computed once, and a check of anything run on the example
+    against them (structure, shapes and dtypes; values with ``values``). Both run without a trace: no gradients, the
+    model's buffers restored, the random generators forked, the caller's tensors untouched. Eager's own error
+    propagates from the constructor, so a compilation for inputs the model rejects fails with it."""
 
-    def verify(program: Program) -> str | None:
-        with torch.no_grad(), preserved_state(model):
-            out = emit(program)(*example)
-        c = compare(reference, out)
+    def __init__(self, model: nn.Module, arguments: Arguments):
+        self.model, self.arguments = model, arguments
+        args, kwargs = _copies(arguments).call_args()
+        with self._quiet():
+            self.outputs = model(*args, **kwargs)
+
+    def mismatch(self, run: Callable, values: bool = True) -> str | None:
+        """None when ``run`` (called with the example's tensors) gives eager's results, else what differs."""
+        with self._quiet():
+            out = run(*_copies(self.arguments).tensors)
+        c = compare(self.outputs, out, values=values)
         return None if c.ok else c.detail
 
-    return verify
+    @contextmanager
+    def _quiet(self):
+        devices = sorted({t.device.index or 0 for t in self.arguments.tensors if t.is_cuda})
+        with torch.no_grad(), preserved_state(self.model), torch.random.fork_rng(devices=devices):
+            yield
+
+
+def _copies(arguments: Arguments) -> Arguments:
+    return arguments.with_values(tuple(a.detach().clone() if isinstance(a, torch.Tensor) else a
+                                       for a in arguments.values))
 
 
 def _backend(choice: str, program: Program, gm: fx.GraphModule, example: tuple, timings: dict):
@@ -157,16 +188,17 @@ def _backend(choice: str, program: Program, gm: fx.GraphModule, example: tuple, 
     if choice == "inductor":
         return runner, []
     t_eager, t_ind = median_time(gm, example), median_time(runner, example)
+    use_inductor = agree(t_ind < t_eager)  # rank 0's choice on every rank
     note = (f"backend auto: eager {t_eager * 1e3:.3f} ms, inductor {t_ind * 1e3:.3f} ms per call on the example "
-            f"inputs; using {'inductor' if t_ind < t_eager else 'eager'}")
-    return (runner if t_ind < t_eager else gm), [note]
+            f"inputs; using {'inductor' if use_inductor else 'eager'}")
+    return (runner if use_inductor else gm), [note]
 
 
 def _trains(model: nn.Module) -> bool:
     return model.training and torch.is_grad_enabled() and any(p.requires_grad for p in model.parameters())
 
 
-def _rematerialized(model: nn.Module, signature: inspect.Signature, flat: tuple, gm: fx.GraphModule,
+def _rematerialized(model: nn.Module, arguments: Arguments, gm: fx.GraphModule,
                     budget: float | int) -> tuple[Callable, dict]:
     """The emitted module's training step rematerialized under ``budget`` (a fraction of the original model's
     measured peak, or bytes): the Moccasin schedule turned into forward/backward graphs. Returns the runner and its
@@ -176,9 +208,10 @@ def _rematerialized(model: nn.Module, signature: inspect.Signature, flat: tuple,
     # budget in training needs it
     from tcomp.passes.rematerialize.training import rematerialize_module, training_state_preserved
 
-    detached = tuple(a.detach().requires_grad_(a.requires_grad) if isinstance(a, torch.Tensor) else a for a in flat)
-    args, kwargs = rebuild_call(signature, detached)
-    example = tuple(a for a in detached if isinstance(a, torch.Tensor))
+    detached = arguments.with_values(tuple(a.detach().requires_grad_(a.requires_grad) if isinstance(a, torch.Tensor)
+                                           else a for a in arguments.values))
+    args, kwargs = detached.call_args()
+    example = detached.tensors
     with training_state_preserved(model):  # the reference steps update the original's gradients and buffers
         module = rematerialize_module(gm, example, budget, reference=lambda *_: model(*args, **kwargs))
     return module, module.remat_report.to_dict()

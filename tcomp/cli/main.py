@@ -6,12 +6,17 @@
     tcomp inspect zoo:resnet18 --batch 32 --memory-budget 0.7 --format html > resnet18.html
     tcomp bench                                 # the default zoo subset: eager vs torch.compile vs tcomp
     tcomp bench zoo:resnet18 zoo:peps --batch 16
+
+Bad input exits with status 2 and one line on stderr that starts with ``tcomp: ``, never a traceback: bad options
+(checked before any model is built) raise SystemExit as argparse does; a target that cannot be resolved, or whose
+code raises or rejects its inputs, makes the command return 2.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+from typing import NoReturn
 
 import torch
 
@@ -24,7 +29,7 @@ from tcomp.zoo import entries
 
 from .bench import bench_target, format_table
 from .html import memory_text, page
-from .targets import TargetError, resolve
+from .targets import TargetError, describe_inputs, resolve
 
 
 def _add_target_options(p: argparse.ArgumentParser) -> None:
@@ -35,9 +40,23 @@ def _add_target_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--disable", help="comma-separated passes to skip")
 
 
+def _fail(message: str) -> NoReturn:
+    """Exit with status 2 (bad input, as argparse does) after one line on stderr."""
+    print(f"tcomp: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def _check_counts(args) -> None:
+    """``--batch`` and ``--rounds``, where the command has them, are positive."""
+    for option in ("batch", "rounds"):
+        value = getattr(args, option, None)
+        if value is not None and value < 1:
+            _fail(f"--{option} must be a positive integer, got {value}")
+
+
 def _pass_selection(args) -> object:
     if args.passes and args.disable:
-        raise SystemExit("tcomp: use --passes or --disable, not both")
+        _fail("use --passes or --disable, not both")
     if args.passes:
         selection = [p.strip() for p in args.passes.split(",") if p.strip()]
     elif args.disable:
@@ -47,8 +66,7 @@ def _pass_selection(args) -> object:
     try:
         select_passes(pipeline(), selection)
     except ValueError as e:  # a misspelt pass: say so, not a traceback
-        print(f"tcomp: {e}", file=sys.stderr)
-        raise SystemExit(2)
+        _fail(str(e))
     return selection
 
 
@@ -103,9 +121,7 @@ def cmd_inspect(args) -> int:
     if args.format == "html":
         print(page(f"tcomp inspect {args.target}", summary, report.snapshots, code, memory))
         return 0
-    shapes = ", ".join(f"{str(t.dtype).replace('torch.', '')}{list(t.shape)}" for t in target.inputs
-                       if isinstance(t, torch.Tensor))
-    print(f"== tcomp inspect {args.target} (inputs: {shapes}) ==")
+    print(f"== tcomp inspect {args.target} (inputs: {describe_inputs(target.inputs)}) ==")
     for name, text in report.snapshots:
         title = "lowered" if name == "lowered" else f"after {name}"
         print(f"\n-- {title} --")
@@ -148,15 +164,15 @@ def parse_budget(text: str) -> float | int:
 
 def cmd_bench(args) -> int:
     targets = args.targets or [f"zoo:{e.name}" for e in entries() if e.default_bench]
+    opts = {"passes": _pass_selection(args)} if (args.passes or args.disable) else {}
+    try:  # every target, before any is timed
+        resolved = [resolve(t, args.input, args.batch) for t in targets]
+    except TargetError as e:
+        print(f"tcomp: {e}", file=sys.stderr)
+        return 2
     results = []
-    for k, t in enumerate(targets, 1):
+    for k, (t, target) in enumerate(zip(targets, resolved), 1):
         print(f"[{k}/{len(targets)}] {t}", file=sys.stderr, flush=True)
-        try:
-            target = resolve(t, args.input, args.batch)
-        except TargetError as e:
-            print(f"tcomp: {e}", file=sys.stderr)
-            return 2
-        opts = {"passes": _pass_selection(args)} if (args.passes or args.disable) else {}
         results.append(bench_target(target, torch_compile=not args.no_torch_compile,
                                     inductor=not args.no_inductor, tcomp_options=opts, rounds=args.rounds))
     print(format_table(results))
@@ -194,5 +210,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     p.set_defaults(func=cmd_bench)
     args = parser.parse_args(argv)
+    _check_counts(args)
     return args.func(args)
 

@@ -3,13 +3,17 @@
 A target is ``zoo:NAME`` (a built-in model), ``path/to/file.py:factory`` or ``package.module:factory``. A
 factory is called with no arguments and returns a model, or a ``(model, example_inputs)`` pair. Input shapes come
 from the zoo entry, from the factory, or from ``--input`` specs such as ``8x3x224x224`` (float32) or
-``32x128:int64`` (random integers in [0, 100), e.g. token ids); ``--batch`` changes the first dimension.
+``32x128:int64`` (random integers in [0, 100), e.g. token ids); ``--batch`` changes the first dimension. The
+model then runs once eagerly on the inputs, so that inputs it rejects (a wrong shape or dtype) are reported as eager
+reports them, before anything is compiled. Every failure, in the target or in the user's code, is a
+:class:`TargetError` whose one-line message names the problem and, for the user's code, the file and line.
 """
 from __future__ import annotations
 
 import importlib
 import importlib.util
 import sys
+import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -65,7 +69,7 @@ def resolve(target: str, input_specs: list[str] | None = None, batch: int | None
         model = entry.build()
         if not input_specs:
             inputs = entry.example_inputs(batch=batch)
-        name = entry.name
+        name, source = entry.name, None
     else:
         module_part, sep, factory_name = target.rpartition(":")
         if not sep or not module_part or not factory_name:
@@ -75,7 +79,11 @@ def resolve(target: str, input_specs: list[str] | None = None, batch: int | None
         factory = getattr(module, factory_name, None)
         if factory is None or not callable(factory):
             raise TargetError(f"{module_part} has no callable {factory_name!r}")
-        made = factory()
+        source = getattr(module, "__file__", None)
+        try:
+            made = factory()
+        except Exception as e:  # noqa: BLE001 - the user's code: say what it raised and where
+            raise _raised(target, e, source) from None
         if isinstance(made, tuple) and len(made) == 2 and isinstance(made[0], nn.Module):
             model, inputs = made
             inputs = inputs if isinstance(inputs, tuple) else (inputs,)
@@ -92,7 +100,47 @@ def resolve(target: str, input_specs: list[str] | None = None, batch: int | None
         raise TargetError(f"{target}: no example inputs; pass --input SHAPE (e.g. --input 8x3x224x224)")
     if batch is not None and not target.startswith("zoo:"):
         inputs = tuple(_rebatch(t, batch) for t in inputs)
+    _check_runs(model, inputs, source)
     return Target(name, model, inputs)
+
+
+def describe_inputs(inputs: tuple) -> str:
+    """``float32[8, 4], int64[8]``: the dtype and shape of each tensor input."""
+    return ", ".join(f"{str(t.dtype).replace('torch.', '')}{list(t.shape)}" for t in inputs
+                     if isinstance(t, torch.Tensor))
+
+
+def _check_runs(model: nn.Module, inputs: tuple, source: str | None) -> None:
+    """Run ``model`` once eagerly on ``inputs``; a TargetError with eager's message if it rejects them."""
+    try:
+        with torch.no_grad():
+            model(*inputs)
+    except Exception as e:  # noqa: BLE001 - eager's own error, reported as the user would see it
+        frames = _frames_in(e, source)
+        where = f" (at {frames[-1].filename}:{frames[-1].lineno})" if frames else ""
+        message = f"the model rejects the inputs ({describe_inputs(inputs)}): {_first_line(e)}{where}"
+        raise TargetError(message) from None
+
+
+def _raised(what: str, error: Exception, source: str | None) -> TargetError:
+    """``what`` raised ``error``: its type, message and line, innermost in ``source`` (else where it was raised)."""
+    if isinstance(error, SyntaxError):
+        return TargetError(f"syntax error at {error.filename}:{error.lineno}: {error.msg}")
+    frame = (_frames_in(error, source) or traceback.extract_tb(error.__traceback__))[-1]
+    return TargetError(f"{what} raised {type(error).__name__}: {_first_line(error)} ({frame.filename}:{frame.lineno})")
+
+
+def _frames_in(error: Exception, source: str | None) -> list[traceback.FrameSummary]:
+    """The frames of ``error``'s traceback that run code of the file ``source``."""
+    if source is None:
+        return []
+    path = Path(source).resolve()
+    return [f for f in traceback.extract_tb(error.__traceback__) if Path(f.filename).resolve() == path]
+
+
+def _first_line(error: Exception) -> str:
+    """The first non-blank line of ``error``'s message (the CLI reports one line)."""
+    return next((line for line in str(error).splitlines() if line.strip()), "(no message)")
 
 
 def _rebatch(t: Any, batch: int) -> Any:
@@ -108,11 +156,20 @@ def _import(module_part: str):
         if not path.exists():
             raise TargetError(f"no such file: {module_part}")
         spec = importlib.util.spec_from_file_location(path.stem, path)
+        if spec is None:
+            raise TargetError(f"{module_part} is not a Python file")
         module = importlib.util.module_from_spec(spec)
         sys.modules.setdefault(path.stem, module)
-        spec.loader.exec_module(module)
+        try:
+            spec.loader.exec_module(module)
+        except Exception as e:  # noqa: BLE001 - the user's code: say what it raised and where
+            if sys.modules.get(path.stem) is module:
+                del sys.modules[path.stem]
+            raise _raised(f"importing {module_part}", e, spec.origin) from None
         return module
     try:
         return importlib.import_module(module_part)
     except ImportError as e:
         raise TargetError(f"cannot import {module_part}: {e}") from None
+    except Exception as e:  # noqa: BLE001 - e.g. a syntax error in the module
+        raise _raised(f"importing {module_part}", e, None) from None

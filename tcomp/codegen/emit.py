@@ -30,6 +30,11 @@ from .folded import CachedFunction, Compose, FoldedConstant, same_float_dtype
 from .kernels.dispatch import contract
 
 
+class NotAffine(ValueError):
+    """A size the emitted code would have to compute is not affine in the batch (``B**2``: two unrelated inputs
+    that happened to share the example's batch size, flattened together); the program must be specialised."""
+
+
 def emit(program: Program, *, fold_buffers: bool = False, dtypes_unknown: bool = False) -> fx.GraphModule:
     """Build the GraphModule; the submodules that Calls run are its submodules under their qualified names.
 
@@ -183,7 +188,7 @@ class _Emitter:
     def _sym(self, expr) -> Any:
         poly = expr.as_poly(B)
         if poly is None or poly.degree() > 1:
-            raise NotImplementedError(f"size {expr} is not affine in the batch")
+            raise NotAffine(f"size {expr} is not affine in the batch")
         a, c = (poly.all_coeffs() + [0])[:2] if poly.degree() == 1 else (0, poly.all_coeffs()[0])
         node: Any = self.batch_node()
         if a != 1:

@@ -20,9 +20,10 @@ from tcomp.ir.symbolic import as_size
 from .plan import default_pairs
 
 
-def scale_of(epilogue: tuple[EpilogueOp, ...]) -> float | None:
-    """The product of a purely scalar-scaling epilogue, or None if the epilogue does anything else."""
-    s = 1.0
+def scale_of(epilogue: tuple[EpilogueOp, ...]) -> int | float | None:
+    """The product of a purely scalar-scaling epilogue, or None if the epilogue does anything else. Integer factors
+    multiply to an integer: an integer network scaled by ``2`` must stay integer (``2.0`` would turn it float)."""
+    s = 1
     for e in epilogue:
         if e.fn == "mul" and len(e.args) == 2 and e.args[0] is ACC and is_scalar(e.args[1]) and not e.kwargs:
             s *= e.args[1]
@@ -38,8 +39,8 @@ def is_scalar(x) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool)
 
 
-def _scale_epilogue(scale: float) -> tuple[EpilogueOp, ...]:
-    return () if scale == 1.0 else (EpilogueOp("mul", torch.mul, (ACC, scale)),)
+def _scale_epilogue(scale: int | float) -> tuple[EpilogueOp, ...]:
+    return () if scale == 1 else (EpilogueOp("mul", torch.mul, (ACC, scale)),)
 
 
 def _split_dims(dims, mapping: dict[str, tuple[str, ...]]):

@@ -114,7 +114,8 @@ def call_cost(op: Call) -> Cost:
 def _conv_weight(op: Call) -> torch.Tensor | None:
     if op.kind == "module" and isinstance(op.module, nn.modules.conv._ConvNd):
         return op.module.weight
-    if op.kind == "function" and op.target in (F.conv2d, torch.conv2d, F.conv1d, F.conv3d, torch.ops.aten.conv2d.default):
+    if op.kind == "function" and op.target in (F.conv2d, torch.conv2d, F.conv1d, F.conv3d,
+                                                torch.ops.aten.conv2d.default):
         w = op.args[1] if len(op.args) > 1 else op.kwargs.get("weight")
         return w if getattr(w, "shape", None) is not None else None
     return None

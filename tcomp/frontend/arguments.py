@@ -1,92 +1,96 @@
-"""Binding a call to ``forward``'s signature: the flat argument values tcomp compiles for and guards on, and the way
-back to positional and keyword arguments.
+"""Binding a call to ``forward``'s signature: the flat argument values tcomp compiles for and guards on, their names,
+and the way back to positional and keyword arguments.
 
-``forward(self, x, mask=None, *rest, scale=1.0, **extra)`` called as ``m(a, b, c, scale=2.0)`` flattens to
-``(a, b, c, 2.0)`` with names ``x, mask, rest_0, scale``: one value per parameter (``*args``/``**kwargs`` spread,
-defaults filled in). Capture traces a wrapper that takes the tensor values and rebuilds the call around the fixed
-non-tensor ones (:class:`CallTemplate`).
+``forward(self, x, mask=None, *rest, scale=1.0, **extra)`` called as ``m(a, b, c, scale=2.0, bias=t)`` binds to the
+values ``(a, b, c, 2.0, t)`` named ``x, mask, rest_0, scale, bias``: one value per parameter (``*args`` and
+``**kwargs`` spread, defaults filled in). The names are part of a binding — two calls that pass the same tensor as
+``bias=`` and as ``gain=`` are different calls. Capture traces a wrapper that takes the tensor values and rebuilds the
+call around the fixed non-tensor ones (:class:`CallTemplate`).
 """
 from __future__ import annotations
 
 import inspect
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable
 
+import torch
 
-def flatten_arguments(signature: inspect.Signature, args: tuple, kwargs: dict) -> tuple[tuple, list[str], Callable]:
-    """Bind a call to ``forward``'s signature: the flat argument values (``*args``/``**kwargs`` spread), a name for
-    each, and a function that rebuilds ``(args, kwargs)`` from flat values."""
-    bound = signature.bind(*args, **kwargs)
-    bound.apply_defaults()
-    flat: list = []
-    names: list[str] = []
-    layout: list[tuple[str, str, Any]] = []  # (parameter kind, name, key)
-    for name, value in bound.arguments.items():
-        kind = signature.parameters[name].kind
-        if kind == inspect.Parameter.VAR_POSITIONAL:
-            for j, v in enumerate(value):
-                flat.append(v)
-                names.append(f"{name}_{j}")
-                layout.append(("var_positional", name, j))
-        elif kind == inspect.Parameter.VAR_KEYWORD:
-            for key, v in value.items():
-                flat.append(v)
-                names.append(key)
-                layout.append(("var_keyword", name, key))
-        else:
-            flat.append(value)
-            names.append(name)
-            layout.append(("keyword" if kind == inspect.Parameter.KEYWORD_ONLY else "positional", name, None))
+_POSITIONAL = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD,
+               inspect.Parameter.VAR_POSITIONAL)
 
-    def rebuild(values: tuple) -> tuple[tuple, dict]:
-        pos: list = []
-        kw: dict = {}
-        for (kind, _, key), v in zip(layout, values):
-            if kind in ("positional", "var_positional"):
-                pos.append(v)
-            elif kind == "var_keyword":
-                kw[key] = v
+
+@dataclass(frozen=True)
+class Arguments:
+    """One call of ``forward``, bound (see the module docstring). ``slots``: per value, whether it goes back as a
+    positional argument (None) or a keyword (its name); ``fixed_arity``: ``forward`` has neither ``*args`` nor
+    ``**kwargs`` nor keyword-only parameters."""
+
+    values: tuple
+    names: tuple[str, ...]
+    slots: tuple[str | None, ...]
+    fixed_arity: bool = True
+
+    @staticmethod
+    def bind(signature: inspect.Signature, args: tuple, kwargs: dict) -> "Arguments":
+        bound = signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        values: list = []
+        names: list[str] = []
+        slots: list[str | None] = []
+        for name, value in bound.arguments.items():
+            kind = signature.parameters[name].kind
+            if kind == inspect.Parameter.VAR_POSITIONAL:
+                values += value
+                names += [f"{name}_{j}" for j in range(len(value))]
+                slots += [None] * len(value)
+            elif kind == inspect.Parameter.VAR_KEYWORD:
+                values += value.values()
+                names += value.keys()
+                slots += value.keys()
             else:
-                kw[_] = v
-        return tuple(pos), kw
+                values.append(value)
+                names.append(name)
+                slots.append(None if kind in _POSITIONAL else name)
+        fixed = all(p.kind in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+                    for p in signature.parameters.values())
+        return Arguments(tuple(values), tuple(names), tuple(slots), fixed)
 
-    return tuple(flat), names, rebuild
+    def call_args(self) -> tuple[tuple, dict]:
+        """``(args, kwargs)`` that bind to these values."""
+        args = tuple(v for v, slot in zip(self.values, self.slots) if slot is None)
+        return args, {slot: v for v, slot in zip(self.values, self.slots) if slot is not None}
 
+    def with_values(self, values: tuple) -> "Arguments":
+        return replace(self, values=tuple(values))
 
-def rebuild_call(signature: inspect.Signature, flat: tuple) -> tuple[tuple, dict]:
-    """Positional/keyword arguments that bind to ``flat`` (the inverse of flattening, for plain signatures and
-    ``*args``: flat values in parameter order)."""
-    args: list = []
-    kwargs: dict = {}
-    it = iter(flat)
-    params = list(signature.parameters.values())
-    for k, p in enumerate(params):
-        if p.kind == inspect.Parameter.VAR_POSITIONAL:
-            n_after = sum(1 for q in params[k + 1:] if q.kind != inspect.Parameter.VAR_KEYWORD)
-            remaining = list(it)
-            args.extend(remaining[:len(remaining) - n_after])
-            it = iter(remaining[len(remaining) - n_after:])
-        elif p.kind in (inspect.Parameter.KEYWORD_ONLY,):
-            kwargs[p.name] = next(it)
-        elif p.kind == inspect.Parameter.VAR_KEYWORD:
-            continue
-        else:
-            args.append(next(it))
-    return tuple(args), kwargs
+    @property
+    def tensor_positions(self) -> list[int]:
+        return [k for k, v in enumerate(self.values) if isinstance(v, torch.Tensor)]
+
+    @property
+    def tensors(self) -> tuple:
+        return tuple(v for v in self.values if isinstance(v, torch.Tensor))
+
+    @property
+    def plain(self) -> bool:
+        """Tensors only, for a ``forward`` of fixed arity: the traced graph's inputs are its parameters, in order."""
+        return self.fixed_arity and all(isinstance(v, torch.Tensor) for v in self.values)
 
 
 @dataclass
 class CallTemplate:
-    """How the traced wrapper calls ``forward``: tensor parameter names, and the fixed non-tensor values."""
+    """How the traced wrapper calls ``forward``: the tensor parameters' names, and the call with its fixed non-tensor
+    values."""
 
-    tensor_names: list[str]
-    tensor_positions: list[int]
-    flat: tuple
-    rebuild: Callable
+    arguments: Arguments
 
-    def call(self, forward: Callable, tensors: tuple):
-        values = list(self.flat)
-        for pos, t in zip(self.tensor_positions, tensors):
-            values[pos] = t
-        args, kwargs = self.rebuild(tuple(values))
+    @property
+    def tensor_names(self) -> list[str]:
+        return [self.arguments.names[k] for k in self.arguments.tensor_positions]
+
+    def call(self, forward: Callable, tensors: tuple) -> Any:
+        values = list(self.arguments.values)
+        for position, t in zip(self.arguments.tensor_positions, tensors):
+            values[position] = t
+        args, kwargs = self.arguments.with_values(tuple(values)).call_args()
         return forward(*args, **kwargs)

@@ -39,13 +39,14 @@ class Captured:
     notes: list[str] = field(default_factory=list)
 
 
-def capture(model: torch.nn.Module, example_inputs: tuple, call: Any = None) -> Captured:
+def capture(model: torch.nn.Module, example_inputs: tuple, call: Any = None, symbolic: bool = True) -> Captured:
     """Trace ``model`` and record symbolic shapes in each node's ``meta`` (keys ``tcomp_shape``, ``tcomp_dtype``,
     ``tcomp_value``).
 
     ``example_inputs`` are the tensor arguments. ``call`` (optional) describes a forward with non-tensor
     arguments or ``*args``: it has ``tensor_names`` and ``call(forward, tensors)``, which calls the real forward with
     the tensors in place and the non-tensor values fixed (the compiled module guards on those values).
+    ``symbolic=False`` specialises the shapes to the example's without trying other batch sizes.
     """
     notes: list[str] = []
     if call is not None:
@@ -64,7 +65,7 @@ def capture(model: torch.nn.Module, example_inputs: tuple, call: Any = None) -> 
                 f"cannot capture {type(model).__name__}: torch.fx failed with {fx_msg}; "
                 f"torch.export failed with {_describe_trace_error(export_error)}") from export_error
     cap = Captured(gm=gm, method=method, example_inputs=tuple(example_inputs), notes=notes)
-    _record_shapes(cap)
+    _record_shapes(cap, symbolic)
     return cap
 
 
@@ -81,8 +82,8 @@ def _with_fixed_arguments(model: torch.nn.Module, call: Any) -> torch.nn.Module:
             raise CaptureError(f"argument name {n!r} is not an identifier")
     params = ", ".join(names)
     namespace: dict[str, Any] = {}
-    exec(f"def forward(self, {params}):\n    return self._call(self._inner_forward, ({params}{',' if names else ''}))\n",
-         namespace)
+    packed = f"({params}{',' if names else ''})"
+    exec(f"def forward(self, {params}):\n    return self._call(self._inner_forward, {packed})\n", namespace)
 
     class FixedArguments(torch.nn.Module):
         forward = namespace["forward"]
@@ -218,12 +219,12 @@ def preserved_state(module: torch.nn.Module):
                     b.copy_(value)
 
 
-def _record_shapes(cap: Captured) -> None:
+def _record_shapes(cap: Captured, symbolic: bool) -> None:
     with preserved_state(cap.gm):
-        _record_shapes_now(cap)
+        _record_shapes_now(cap, symbolic)
 
 
-def _record_shapes_now(cap: Captured) -> None:
+def _record_shapes_now(cap: Captured, symbolic: bool) -> None:
     gm, inputs = cap.gm, cap.example_inputs
     tensors = [(k, t) for k, t in enumerate(inputs)
                if isinstance(t, torch.Tensor) and t.dim() > 0 and not isinstance(t, torch.nn.Parameter)]
@@ -231,7 +232,7 @@ def _record_shapes_now(cap: Captured) -> None:
     runs: list[tuple[int, dict]] = []
     batch = tensors[0][1].shape[0] if tensors else None
     positions = [k for k, t in tensors if t.shape[0] == batch]
-    if batch is not None:
+    if batch is not None and symbolic:
         try:
             for b in (batch + 2, batch + 5):
                 runs.append((b, _propagate_any(gm, _with_batch(inputs, positions, b))))
@@ -239,11 +240,11 @@ def _record_shapes_now(cap: Captured) -> None:
             cap.notes.append(f"shapes specialised to the example inputs (another batch size fails: "
                              f"{type(e).__name__})")
             runs = []
-    symbolic = _fit_all(base, [(batch, base)] + runs) if runs else None
-    if symbolic is None and runs:
+    fitted = _fit_all(base, [(batch, base)] + runs) if runs else None
+    if fitted is None and runs:
         cap.notes.append("shapes specialised to the example inputs (some dimension is not affine in the batch)")
-    table = symbolic if symbolic is not None else base
-    if symbolic is not None:
+    table = fitted if fitted is not None else base
+    if fitted is not None:
         cap.batch_inputs = [(p, 0) for p in positions]
         cap.example_batch = batch
     for node in gm.graph.nodes:

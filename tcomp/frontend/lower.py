@@ -21,10 +21,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 import torch.utils._pytree as pytree
 
-from .capture import Captured
-from tcomp.ir.indices import IndexPool, refine
 from tcomp.ir import ACC, Call, Dims, EpilogueOp, Network, Pointwise, Program, Value
+from tcomp.ir.indices import IndexPool, refine
 from tcomp.ir.symbolic import Size, as_size
+
+from . import data_dependence
+from .capture import Captured
 
 aten = torch.ops.aten
 
@@ -127,6 +129,7 @@ class _Lowerer:
     # -- driver ------------------------------------------------------------------------------------------------
     def run(self) -> Program:
         output = None
+        from_data = data_dependence.analyse(self.gm.graph).values  # never folded, even where recorded as a constant
         for node in self.gm.graph.nodes:
             if node.op == "placeholder":
                 v = Value(node.name, node.meta.get("tcomp_shape"), node.meta.get("tcomp_dtype"), kind="input")
@@ -136,7 +139,7 @@ class _Lowerer:
                 self.env[node] = self._get_attr(node)
             elif node.op == "output":
                 output = pytree.tree_map(self._arg, node.args[0])
-            elif _is_constant(node.meta.get("tcomp_value", _MISSING)):
+            elif node not in from_data and _is_constant(node.meta.get("tcomp_value", _MISSING)):
                 self.env[node] = node.meta["tcomp_value"]  # a shape computation that does not depend on B
             else:
                 self.env[node] = self._lower_node(node)

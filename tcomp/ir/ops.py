@@ -81,7 +81,7 @@ ACC = _Acc()
 
 @dataclass(frozen=True, eq=False)
 class EpilogueOp:
-    """One step of a Network's epilogue: ``acc = target(*args, **kwargs)`` where ``ACC`` in args is the result so far."""
+    """One step of a Network's epilogue: ``acc = target(*args, **kwargs)``, ``ACC`` in args the result so far."""
 
     fn: str
     target: Callable

@@ -1,0 +1,246 @@
+"""The bad-input sweep's silent wrong results (issue 18), one test each: every one gave a wrong answer without a
+warning before; each now computes what eager computes, raises eager's error, or runs eagerly with a warning."""
+import pytest
+import torch
+import torch.nn as nn
+
+import tcomp
+from tcomp.passmanager import Pass, PassReport
+
+
+def _close(a, b):
+    torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+class ScaledByMax(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+
+    def forward(self, x):
+        return self.fc(x) / x.abs().max().item()
+
+
+def test_a_value_read_with_item_is_computed_on_every_call():
+    model, x = ScaledByMax().eval(), torch.randn(3, 4)
+    compiled = tcomp.compile(model, x, strict=True)
+    for scale in (10.0, 0.1):
+        x2 = torch.randn(3, 4) * scale
+        _close(compiled(x2), model(x2))
+    assert ".item()" in compiled.code or "item" in compiled.code
+
+
+class CountsPositiveWeights(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.w = nn.Parameter(torch.randn(6))
+
+    def forward(self, x):
+        return x * (self.w > 0).sum().item() + x.mean().item()
+
+
+def test_a_value_read_from_a_parameter_follows_the_parameter():
+    """The batch does not move it (a parameter has none), so shape fitting alone would freeze it."""
+    model, x = CountsPositiveWeights().eval(), torch.randn(2, 6)
+    compiled = tcomp.compile(model, x, strict=True)
+    positive = int((model.w > 0).sum())
+    with torch.no_grad():
+        model.w.fill_(-1.0 if positive else 1.0)  # another count of positive weights
+    assert int((model.w > 0).sum()) != positive
+    x2 = torch.randn(2, 6) * 3
+    _close(compiled(x2), model(x2))
+
+
+class ScaledByNonzeros(nn.Module):
+    def forward(self, x, mask):
+        return x * mask.nonzero().shape[0]
+
+
+def test_a_data_dependent_size_used_as_a_value_is_computed_on_every_call():
+    model = ScaledByNonzeros()
+    x, mask = torch.randn(4, 3), torch.tensor([1.0, 0.0, 2.0, 0.0, 0.0])  # the mask has no batch dimension
+    compiled = tcomp.compile(model, (x, mask), strict=True)
+    other = torch.tensor([1.0, 3.0, 2.0, 0.0, 5.0])
+    _close(compiled(x, other), model(x, other))
+
+
+class SumsPositives(nn.Module):
+    def forward(self, x):
+        return x[x > 0].sum() * x
+
+
+def test_a_tensor_whose_shape_depends_on_the_data_runs_eagerly_and_says_why():
+    model, x = SumsPositives(), torch.randn(3, 4)
+    with pytest.warns(tcomp.TcompWarning, match="shape that depends on the data"):
+        compiled = tcomp.compile(model, x)
+    x2 = torch.randn(3, 4)
+    _close(compiled(x2), model(x2))
+    with pytest.raises(Exception, match="shape that depends on the data"):
+        tcomp.compile(model, x, strict=True)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16, torch.float16])
+def test_an_input_of_another_dtype_gets_eagers_error(dtype):
+    model = nn.Linear(4, 3).eval()
+    compiled = tcomp.compile(model, torch.randn(2, 4))
+    x = torch.randn(2, 4).to(dtype)
+    with pytest.raises(RuntimeError) as eager:
+        model(x)
+    with pytest.warns(tcomp.TcompWarning, match="cannot compile"), pytest.raises(RuntimeError) as ours:
+        compiled(x)
+    assert str(ours.value) == str(eager.value)
+    strict = tcomp.compile(model, torch.randn(2, 4), strict=True)
+    with pytest.raises(RuntimeError, match="dtype"):
+        strict(x)
+
+
+class IntegerArithmetic(nn.Module):
+    def forward(self, a):
+        return (a * 2).sum(-1)
+
+
+def test_integer_arithmetic_stays_integer_and_exact():
+    model, a = IntegerArithmetic(), torch.tensor([[3298534883331, 0], [7, 9]])
+    compiled = tcomp.compile(model, a, strict=True)
+    out = compiled(a)
+    assert out.dtype == torch.int64 and out.tolist() == model(a).tolist() == [6597069766662, 32]
+    dynamo = torch.compile(model, backend="tcomp")
+    assert dynamo(a).tolist() == [6597069766662, 32]
+
+
+class ConvBN(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv, self.bn = nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4)
+
+    def forward(self, x):
+        return torch.relu(self.bn(self.conv(x)))
+
+
+def test_a_folded_batch_norm_follows_statistics_a_training_forward_changed():
+    """A training-mode forward updates the running statistics in place without bumping their version: the folded
+    weight sees the new statistics by their contents."""
+    model, x = ConvBN().eval(), torch.randn(2, 3, 8, 8)
+    compiled = tcomp.compile(model, x, strict=True)
+    assert any(p.name == "fold_bn" and p.changed for p in compiled.report.passes)
+    _close(compiled(x), model(x))
+    model.train()
+    model(torch.randn(8, 3, 8, 8) * 3 + 1)
+    model.eval()
+    _close(compiled(x), model(x))
+
+
+def test_a_weight_updated_through_data_is_seen_by_its_folded_products():
+    model = nn.Sequential(nn.Linear(4, 8, bias=False), nn.Linear(8, 3, bias=False)).eval()
+    x = torch.randn(2, 4)
+    compiled = tcomp.compile(model, x, strict=True)
+    assert "fold" in compiled.code  # the two weights' product is cached
+    compiled(x)
+    model[0].weight.data.mul_(3)  # bumps no version counter
+    _close(compiled(x), model(x))
+    model[1].weight.data[0, 0] += 1.0  # one element
+    _close(compiled(x), model(x))
+
+
+def test_a_buffer_updated_through_data_is_seen_by_the_folded_batch_norm():
+    model, x = ConvBN().eval(), torch.randn(2, 3, 8, 8)
+    compiled = tcomp.compile(model, x, strict=True)
+    compiled(x)
+    model.bn.running_var.data.mul_(4)
+    model.bn.weight.data[1] = 0.5
+    _close(compiled(x), model(x))
+
+
+def test_a_compiled_program_that_differs_from_eager_on_the_example_is_never_run(monkeypatch):
+    """The last line of defence: after the passes, the compiled module is run on the example inputs and compared
+    with eager; a wrong program falls back (with a warning) or, strict, raises."""
+    from tcomp import passes
+
+    def drop_a_bias(program, ctx):
+        new = program.copy()
+        for k, op in enumerate(new.ops):
+            if getattr(op, "epilogue", None):
+                new.ops[k] = op.replace(epilogue=op.epilogue[:-1])
+                break
+        return new, PassReport("drop_a_bias", changed=True)
+
+    real = passes.pipeline
+    monkeypatch.setattr(passes, "pipeline", lambda: real() + [Pass("drop_a_bias", drop_a_bias)])
+    model, x = nn.Linear(4, 3).eval(), torch.randn(2, 4)
+    with pytest.raises(tcomp.VerificationError, match="differ from eager's on the example"):
+        tcomp.compile(model, x, strict=True)
+    with pytest.warns(tcomp.TcompWarning, match="differ from eager's"):
+        compiled = tcomp.compile(model, x)
+    _close(compiled(x), model(x))
+
+
+class KeywordTensors(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+
+    def forward(self, x, **extra):
+        out = self.fc(x)
+        if "bias" in extra:
+            out = out + extra["bias"]
+        if "gain" in extra:
+            out = out * extra["gain"]
+        return out
+
+
+def test_keyword_tensors_compile_and_their_names_are_guarded():
+    """``forward(self, x, **kw)`` with keyword tensors compiles (it used to fail), and the same tensor passed under
+    another keyword is another call, not the program compiled for the first."""
+    model, x, t = KeywordTensors().eval(), torch.randn(2, 4), torch.randn(2, 4)
+    compiled = tcomp.compile(model, strict=True)
+    _close(compiled(x, bias=t), model(x, bias=t))
+    _close(compiled(x, gain=t), model(x, gain=t))
+    assert len(compiled._tcomp_artifacts) == 2
+    _close(compiled(x, bias=t, gain=t), model(x, bias=t, gain=t))
+
+
+class Bilinear(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.w = nn.Parameter(torch.randn(3, 5))
+
+    def forward(self, x, y):
+        return torch.einsum("bi,ij,bj->b", x, self.w, y)
+
+
+def test_a_call_that_broadcasts_one_input_is_another_signature_not_the_end_of_compilation(capsys):
+    """Both inputs carry the batch B; a call with one of them of size 1 (eager broadcasts it) used to run the
+    compiled program, fail inside it (printing an fx traceback), and turn the program off for every later call."""
+    model = Bilinear().eval()
+    compiled = tcomp.compile(model, (torch.randn(4, 3), torch.randn(4, 5)), strict=True)
+    x, y = torch.randn(6, 3), torch.randn(1, 5)
+    _close(compiled(x, y), model(x, y))
+    x, y = torch.randn(7, 3), torch.randn(7, 5)
+    _close(compiled(x, y), model(x, y))
+    assert all(a.gm is not None for a in compiled._tcomp_artifacts) and len(compiled._tcomp_artifacts) == 2
+    assert "Traceback" not in capsys.readouterr().err
+
+
+class Scaled(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+
+    def forward(self, x, scale: float):
+        return self.fc(x) * scale
+
+
+def test_the_compiled_programs_kept_are_bounded_least_recently_used_dropped_first():
+    from tcomp.api import MAX_PROGRAMS
+
+    model, x = Scaled().eval(), torch.randn(2, 4)
+    compiled = tcomp.compile(model, strict=True)
+    for scale in range(MAX_PROGRAMS):
+        compiled(x, float(scale))
+    compiled(x, 0.0)  # used again: now the most recent
+    compiled(x, 99.0)  # one program too many: drops scale=1.0, the least recently used
+    assert len(compiled._tcomp_artifacts) == MAX_PROGRAMS
+    assert any("dropped" in n and "scale=1.0" in n for n in compiled.report.notes)
+    kept = {a.guard.specs[1][1] for a in compiled._tcomp_artifacts}
+    assert 0.0 in kept and 99.0 in kept and 1.0 not in kept
+    _close(compiled(x, 1.0), model(x, 1.0))  # compiled again, correctly
