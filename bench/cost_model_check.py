@@ -24,9 +24,9 @@ from tcomp.zoo import get_entry
 MODELS = ("tt_net", "mps_classifier", "peps", "equivariant_tp", "monarch_mlp", "vit_tiny")
 
 
-def time_plan(net: Network, plan, batch: int, repeats: int = 7) -> float:
-    prog = subprogram([net.replace(plan=plan)], batch)
-    return fastest_time(emit(prog), random_inputs(prog, batch), repeats)
+def time_plan(net: Network, plan, at: dict, repeats: int = 7) -> float:
+    prog = subprogram([net.replace(plan=plan)], at)
+    return fastest_time(emit(prog), random_inputs(prog, at), repeats)
 
 
 def check(name: str, batch: int | None) -> list[dict]:
@@ -35,20 +35,20 @@ def check(name: str, batch: int | None) -> list[dict]:
     x = entry.example_inputs(batch=batch)
     compiled = tcomp.compile(model, x, backend="eager", passes=["select_through", "fuse_networks"])
     program = compiled.program
-    b = program.example_batch or 1
+    at = program.example
     rows = []
     for op in program.ops:
         if not isinstance(op, Network) or len(op.operands) < 3:
             continue
-        cands = candidate_trees(op)
+        cands = candidate_trees(op, at)
         if len(cands) < 2:
             continue
         results = []
         for method, pairs in cands:
-            plan = plan_network(op, pairs, batch=program.example_batch, fold_constants=True, method=method)
-            results.append({"method": method, "predicted_ms": plan.cost.time_at(b, machine_model()) * 1e3,
-                            "measured_ms": time_plan(op, plan, b) * 1e3})
-        chosen = best_plan(op, program.example_batch).method  # ties broken as tcomp does
+            plan = plan_network(op, pairs, at=at, fold_constants=True, method=method)
+            results.append({"method": method, "predicted_ms": plan.cost.time_at(at, machine_model()) * 1e3,
+                            "measured_ms": time_plan(op, plan, at) * 1e3})
+        chosen = best_plan(op, at).method  # ties broken as tcomp does
         pred = next(r for r in results if r["method"] == chosen)
         meas = min(results, key=lambda r: r["measured_ms"])
         rows.append({"model": name, "network": op.out.name, "equation": op.grouped_equation()[:80],

@@ -27,6 +27,7 @@ from tcomp.passmanager import Pass, PassContext, PassReport
 from tcomp.contract.merge import is_scalar, merge, scale_of
 from tcomp.contract.plan import ContractionPlan
 from tcomp.cost import MachineModel
+from tcomp.ir.symbolic import Point, decision_point
 
 from tcomp.contract.search import OPTIMAL_MAX, best_plan
 
@@ -73,7 +74,7 @@ def run(program: Program, ctx: PassContext) -> tuple[Program, PassReport]:
     merges = 0
     rejected_cost = 0
     producers = new.producers()
-    planned = _Plans(ctx, new.example_batch)
+    planned = _Plans(ctx, new.example)
     for k, op in enumerate(new.ops):
         if not isinstance(op, Network):
             continue
@@ -95,7 +96,7 @@ def run(program: Program, ctx: PassContext) -> tuple[Program, PassReport]:
                 if merged is None:
                     continue
                 strictly = len(merged.operands) > OPTIMAL_MAX
-                if not _cheaper(planned(merged), separate, new.example_batch, strictly, ctx.machine):
+                if not _cheaper(planned(merged), separate, new.example, strictly, ctx.machine):
                     rejected_cost += 1
                     continue
                 current = merged
@@ -116,28 +117,28 @@ class _Plans:
     """Each network's quick best plan, computed once per network object: a network is priced again for every
     operand it might absorb, and a merged network that is kept is the next merge's consumer."""
 
-    def __init__(self, ctx: PassContext, batch):
-        self.ctx, self.batch = ctx, batch
+    def __init__(self, ctx: PassContext, at: Point):
+        self.ctx, self.at = ctx, at
         self.known: dict[int, tuple[Network, ContractionPlan]] = {}
 
     def __call__(self, net: Network) -> ContractionPlan:
         hit = self.known.get(id(net))
         if hit is None or hit[0] is not net:
-            hit = self.known[id(net)] = (net, best_plan(net, self.batch, training=self.ctx.training, quick=True,
+            hit = self.known[id(net)] = (net, best_plan(net, self.at, training=self.ctx.training, quick=True,
                                                         machine=self.ctx.machine))
         return hit[1]
 
 
-def _cheaper(fused: ContractionPlan, separate: list[ContractionPlan], batch, strictly: bool,
+def _cheaper(fused: ContractionPlan, separate: list[ContractionPlan], at: Point, strictly: bool,
              machine: MachineModel) -> bool:
     """Whether the merged network's plan costs no more (``strictly``: less) than the separate plans together.
     The merged network's hint is their unfused evaluation, so a tie is the common case; ties merge only while the
     merged network stays small enough to be planned exhaustively (:data:`OPTIMAL_MAX` operands) — beyond that a
     merge must pay, or a long chain (an MPS, 63 sites) would grow into one network that costs minutes to plan and
     gains nothing over its pieces."""
-    b = max(batch or 2, 2)
-    fused_time = fused.cost.time_at(b, machine)
-    separate_time = sum(p.cost.time_at(b, machine) for p in separate)
+    where = decision_point(at)
+    fused_time = fused.cost.time_at(where, machine)
+    separate_time = sum(p.cost.time_at(where, machine) for p in separate)
     return fused_time < separate_time * (1 - 1e-9) if strictly else fused_time <= separate_time * (1 + 1e-9)
 
 

@@ -172,7 +172,7 @@ class _ChannelsLast:
         1×1 convolution's ``bmm`` reads a channels-last ``x[n]`` as a column-major matrix) and leaves its result as
         its plan does."""
         if any(id(v) in self.cl for v in net.inputs()):
-            plan = best_plan(net, self.program.example_batch, training=self.ctx.training, quick=True,
+            plan = best_plan(net, self.program.example, training=self.ctx.training, quick=True,
                              machine=self.ctx.machine)
             net = self.laid_out(net, result_stride_order(net, plan))
         self.rw.ops.append(net)

@@ -36,6 +36,7 @@ from tcomp.passmanager import Pass, PassContext, PassReport
 from tcomp.contract.search import best_plan
 from tcomp.ir.analysis import mutation
 from tcomp.ir.names import Names
+from tcomp.ir.symbolic import Point, decision_point
 
 NAME = "select_through"
 
@@ -146,7 +147,7 @@ def run(program: Program, ctx: PassContext) -> tuple[Program, PassReport]:
         plans = [_push(op, r, p, names) for r, p in zip(readers, picks)]
         if any(p is None for p in plans):
             continue
-        if not _pays(op, [ops[-1] for ops in plans], users, ctx, new.example_batch):
+        if not _pays(op, [ops[-1] for ops in plans], users, ctx, new.example):
             kept_by_cost += 1
             continue
         for r, ops in zip(readers, plans):
@@ -163,7 +164,7 @@ def run(program: Program, ctx: PassContext) -> tuple[Program, PassReport]:
     return new, report
 
 
-def _pays(whole: Network, pieces: list[Network], users, ctx: PassContext, batch) -> bool:
+def _pays(whole: Network, pieces: list[Network], users, ctx: PassContext, at: Point) -> bool:
     """Whether to push: when every selected piece is read as an operand of Networks only (fuse_networks then
     merges it into its reader, where the plan can avoid the piece altogether — the MPS site matrices), or when the
     pieces together cost no more than the whole under the cost model. Otherwise one large GEMM would become many
@@ -171,11 +172,11 @@ def _pays(whole: Network, pieces: list[Network], users, ctx: PassContext, batch)
     if all(readers and all(isinstance(r, Network) and any(o is p.out for o in r.operands) for r in readers)
            for p, readers in ((p, users.get(id(p.out), [])) for p in pieces)):
         return True
-    b = max(batch or 2, 2)
+    where = decision_point(at)
 
     def time(net: Network) -> float:
-        plan = best_plan(net, batch, training=ctx.training, quick=True, machine=ctx.machine)
-        return plan.cost.time_at(b, ctx.machine)
+        plan = best_plan(net, where, training=ctx.training, quick=True, machine=ctx.machine)
+        return plan.cost.time_at(where, ctx.machine)
 
     return sum(time(p) for p in pieces) <= time(whole) * (1 + 1e-9)
 

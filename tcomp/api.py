@@ -3,8 +3,8 @@
 The returned :class:`CompiledModule` is an ordinary ``nn.Module``; the compilation itself is
 :func:`tcomp.pipeline.build`. It keeps the original model as a submodule
 (its ``state_dict`` has exactly the original keys) and a cache of compiled programs, each with a guard on the
-input signature (dtypes, devices, shapes — the batch dimension is free when the program is batch-symbolic — the
-values of non-tensor arguments, and train/eval mode). A call that matches no guard compiles again with the new
+input signature (dtypes, devices, shapes — the batch and sequence dimensions are free where the program is
+symbolic in them — the values of non-tensor arguments, and train/eval mode). A call that matches no guard compiles again with the new
 inputs as examples; nothing ever runs a program on inputs it was not compiled for.
 
 Failure handling: when capture or compilation fails, ``strict=True`` raises; otherwise the module warns once
@@ -19,6 +19,7 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+import sympy
 import torch
 import torch.fx as fx
 import torch.nn as nn
@@ -28,6 +29,7 @@ from tcomp.codegen.kernels.source import kernel_sources
 from tcomp.distributed import refuse_wrapped
 from tcomp.frontend.arguments import Arguments
 from tcomp.ir import Program
+from tcomp.ir.symbolic import B, S
 from tcomp.options import Options
 from tcomp.pipeline import build, check
 from tcomp.report import CompileReport
@@ -41,39 +43,44 @@ class TcompWarning(UserWarning):
 @dataclass
 class _Guard:
     """What an input signature must match: the arguments' names (a keyword passed under another name is another
-    call), per argument a (dtype, device, shape) spec for tensors — with None for the symbolic batch dims, which
-    must all have one size (they are one symbol, ``B``; an input broadcast along it is another signature) — or the
-    value itself, plus the module's training flag. With ``autograd`` (compilations under a memory budget, whose
-    artifact is a traced training step), also whether gradients are enabled and which tensor arguments require
-    grad."""
+    call), per argument a (dtype, device, shape) spec for tensors — with the symbol's name for the symbolic dims
+    (the batch ``B``, the sequence ``S``): all dims of one symbol must have one size (an input broadcast along it is
+    another signature), at least 2 or the example's (at 1 a model may squeeze or broadcast a dim, which a program
+    fitted at larger sizes did not see; torch.export assumes 2 or more too) — or the value itself, plus the module's training flag. With
+    ``autograd`` (compilations under a memory budget, whose artifact is a traced training step), also whether
+    gradients are enabled and which tensor arguments require grad."""
 
     names: tuple[str, ...]
     specs: tuple
     training: bool
     autograd: tuple | None = None
-    batch_dims: tuple[tuple[int, int], ...] = ()
+    dynamic: tuple[tuple[tuple[int, int], ...], ...] = ()  # per symbol, its (argument, dim) pairs
+    examples: tuple[int, ...] = ()  # per symbol, its size in the example
 
     @staticmethod
-    def of(arguments: Arguments, training: bool, batch_dims: set[tuple[int, int]],
+    def of(arguments: Arguments, training: bool, dynamic: dict[tuple[int, int], str],
            autograd: bool = False) -> "_Guard":
         args = arguments.values
         specs = []
         for k, a in enumerate(args):
             if isinstance(a, torch.Tensor):
-                shape = tuple(None if (k, d) in batch_dims else s for d, s in enumerate(a.shape))
+                shape = tuple(dynamic.get((k, d), s) for d, s in enumerate(a.shape))
                 specs.append(("tensor", a.dtype, a.device, shape))
             else:
                 specs.append(("value", a))
-        return _Guard(arguments.names, tuple(specs), training, _autograd_state(args) if autograd else None,
-                      tuple(sorted(batch_dims)))
+        by_symbol = tuple(tuple(sorted(dim for dim, n in dynamic.items() if n == name))
+                          for name in sorted(set(dynamic.values())))
+        return _Guard(arguments.names, tuple(specs), training, _autograd_state(args) if autograd else None, by_symbol,
+                      tuple(args[dims[0][0]].shape[dims[0][1]] for dims in by_symbol))
 
     def describe(self) -> str:
-        """The signature in a few words: ``x: float32[B, 784], mode eval``."""
-        parts = [f"{n}: {str(s[1]).replace('torch.', '')}[{', '.join('B' if d is None else str(d) for d in s[3])}]"
+        """The signature in a few words: ``x: float32[B, S, 768], mode eval``."""
+        parts = [f"{n}: {str(s[1]).replace('torch.', '')}[{', '.join(str(d) for d in s[3])}]"
                  if s[0] == "tensor" else f"{n}={s[1]!r}" for n, s in zip(self.names, self.specs)]
         return ", ".join(parts) + f", {'train' if self.training else 'eval'} mode"
 
-    def matches(self, arguments: Arguments, training: bool) -> bool:
+    def matches(self, arguments: Arguments, training: bool, any_length: bool = False) -> bool:
+        """Whether a call matches; with ``any_length``, whatever the lengths of dimension 1."""
         args = arguments.values
         if training != self.training or arguments.names != self.names:
             return False
@@ -84,11 +91,16 @@ class _Guard:
                 if not isinstance(a, torch.Tensor) or a.dtype != spec[1] or a.device != spec[2] \
                         or a.dim() != len(spec[3]):
                     return False
-                if any(s is not None and s != t for s, t in zip(spec[3], a.shape)):
+                if any(isinstance(s, int) and s != t and not (any_length and d == 1)
+                       for d, (s, t) in enumerate(zip(spec[3], a.shape))):
                     return False
             elif isinstance(a, torch.Tensor) or not _same_value(a, spec[1]):
                 return False
-        return len({args[k].shape[d] for k, d in self.batch_dims}) <= 1
+        for dims, example in zip(self.dynamic, self.examples):
+            sizes = {args[k].shape[d] for k, d in dims}
+            if len(sizes) != 1 or (min(sizes) < 2 and sizes != {example}):
+                return False
+        return True
 
 
 def _autograd_state(args: tuple) -> tuple:
@@ -148,7 +160,7 @@ class _Artifact:
 
 MAX_PROGRAMS = 8
 """Compiled programs a module keeps, most recently used first; compiling one more drops the least recently used (its
-report says so): every new sequence length of a model whose batch alone is symbolic compiles again."""
+report says so): every new image size, dtype or non-tensor argument compiles again."""
 
 
 class CompiledModule(nn.Module):
@@ -207,8 +219,9 @@ class CompiledModule(nn.Module):
         opts = self._tcomp_options
         model = self._orig_mod
         try:
-            b = build(model, arguments, opts, self._tcomp_name, earlier_selection=self._tcomp_selection)
-            guard = _Guard.of(arguments, model.training, b.batch_dims, opts.memory_budget is not None)
+            b = build(model, arguments, opts, self._tcomp_name, earlier_selection=self._tcomp_selection,
+                      symbols=self._symbols(arguments))
+            guard = _Guard.of(arguments, model.training, b.dynamic, opts.memory_budget is not None)
             art = _Artifact(guard, b.report, b.gm, b.program, _StateGuard.of(model, list(b.program.constants)),
                             b.runner, b.selection)
         except Exception as err:  # noqa: BLE001
@@ -218,7 +231,7 @@ class CompiledModule(nn.Module):
             warnings.warn(f"tcomp: cannot compile {self._tcomp_name} ({reason}); running it eagerly",
                           TcompWarning, stacklevel=3)
             report = CompileReport(self._tcomp_name, status="eager fallback", fallback_reason=reason)
-            art = _Artifact(_Guard.of(arguments, model.training, set(), opts.memory_budget is not None), report)
+            art = _Artifact(_Guard.of(arguments, model.training, {}, opts.memory_budget is not None), report)
         self._tcomp_artifacts.insert(0, art)
         if len(self._tcomp_artifacts) > MAX_PROGRAMS:
             dropped = self._tcomp_artifacts.pop()
@@ -228,6 +241,18 @@ class CompiledModule(nn.Module):
             self._tcomp_selection = art.selection
         self._register_new_parameters(art)
         return art
+
+    def _symbols(self, arguments: Arguments) -> tuple[sympy.Symbol, ...]:
+        """The sizes to try as symbolic (``dynamic=``): automatically, the sequence once a program exists for
+        another length of dimension 1 and otherwise these very inputs — as torch.compile's automatic dynamic shapes,
+        so that a dimension 1 of fixed length (an RNN's steps, a tensor network's sites, channels) keeps the passes
+        that need its size."""
+        dynamic = self._tcomp_options.dynamic
+        if dynamic is not None:
+            return (B, S) if dynamic else ()
+        training = self._orig_mod.training
+        other_length = any(a.guard.matches(arguments, training, any_length=True) for a in self._tcomp_artifacts)
+        return (B, S) if other_length else (B,)
 
     def _register_new_parameters(self, art: "_Artifact") -> None:
         """Parameters a pass introduced (structured factors, their biases) belong to this module: they appear in
@@ -291,7 +316,8 @@ def compile(model: Any = None, example_inputs: Any = None, *, tolerance: float |
             calibration: Any = None, metric: Any = "relative_l2", target_speedup: float | None = None,
             heal: Any = None, structures: tuple | None = None, memory_budget: float | int | None = None,
             kernels: str = "auto", strict: bool = False, verify: bool = False, passes: Any = None,
-            backend: str | None = None, layout: str | None = None, progress: bool = False):
+            backend: str | None = None, layout: str | None = None, progress: bool = False,
+            dynamic: bool | None = None):
     """Compile ``model`` (an ``nn.Module``, a module class or a function) with tcomp.
 
     Returns a :class:`CompiledModule` (or, for a class, a factory of compiled instances; for a function, a
@@ -304,12 +330,14 @@ def compile(model: Any = None, example_inputs: Any = None, *, tolerance: float |
     fraction of eager's measured peak, or bytes) rematerializes the training step under that budget. ``passes``
     selects passes by name; ``backend`` ("auto", "eager", "inductor") and ``layout`` ("auto", "channels_last",
     "contiguous") default to the ``TCOMP_DEFAULT_BACKEND`` and ``TCOMP_LAYOUT`` environment variables, else "auto".
+    ``dynamic`` (as torch.compile's): None, the batch (dimension 0) symbolic from the start and the sequence
+    (dimension 1) once a call brings a second length; True, both from the start; False, every size specialised.
     See docs/usage.md and docs/passes/.
     """
     defaults = {"backend": backend, "layout": layout}  # None: the environment's default (tcomp.options)
     opts = Options(tolerance=tolerance, calibration=calibration, metric=metric, target_speedup=target_speedup,
                    heal=heal, structures=structures, memory_budget=memory_budget, kernels=kernels, strict=strict,
-                   verify=verify, passes=passes, progress=progress,
+                   verify=verify, passes=passes, progress=progress, dynamic=dynamic,
                    **{k: v for k, v in defaults.items() if v is not None})
     check(opts)
     if model is None:

@@ -49,18 +49,38 @@ def cache_dir() -> Path:
     return Path(os.environ.get("TCOMP_CACHE_DIR", Path.home() / ".cache" / "tcomp"))
 
 
-def machine_key() -> str:
-    """What measured times depend on, hashed: the processor, the CPU capability torch dispatches to and the oneDNN
-    ISA limit, the torch version, the thread count and the device."""
-    cpu = platform.processor() or platform.machine()
+def _cpu_info() -> tuple[str, list[str]]:
+    """The processor's name and its CPU flags (from /proc/cpuinfo where there is one)."""
+    name, flags = None, []
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
+                key, _, value = line.partition(":")
+                if key.strip() == "model name" and name is None:
+                    name = value.strip()
+                elif key.strip() == "flags":
+                    flags = value.split()
                     break
     except OSError:
         pass
+    return name or platform.processor() or platform.machine(), flags
+
+
+def machine_description() -> str:
+    """The machine in words, for figures: the processor, the CPU flags that decide which arithmetic is fast
+    (AVX2, AVX-512, AVX512-BF16, AMX), the capability torch dispatches to, the oneDNN ISA limit and the threads."""
+    name, flags = _cpu_info()
+    shown = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile") if f in flags]
+    isa = os.environ.get("ONEDNN_MAX_CPU_ISA")
+    return (f"{name} [{' '.join(shown) or 'no AVX flags read'}], torch capability "
+            f"{torch.backends.cpu.get_cpu_capability()}{f', ONEDNN_MAX_CPU_ISA={isa}' if isa else ''}, "
+            f"{torch.get_num_threads()} thread(s)")
+
+
+def machine_key() -> str:
+    """What measured times depend on, hashed: the processor, the CPU capability torch dispatches to and the oneDNN
+    ISA limit, the torch version, the thread count and the device."""
+    cpu, _ = _cpu_info()
     capability = torch.backends.cpu.get_cpu_capability()
     isa = os.environ.get("ONEDNN_MAX_CPU_ISA", "")
     raw = f"{cpu}|{capability}|{isa}|{torch.__version__}|{torch.get_num_threads()}|cpu"

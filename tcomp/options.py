@@ -46,6 +46,7 @@ class Options:
     backend: str = field(default_factory=_default_backend)
     layout: str = field(default_factory=_default_layout)
     progress: bool = False
+    dynamic: bool | None = None
 
     @property
     def approximate(self) -> bool:
@@ -61,6 +62,9 @@ class Options:
                                      ("layout", self.layout, LAYOUTS)):
             if value not in choices:
                 raise ValueError(f"{name}={value!r}: choose one of {choices}")
+        if self.dynamic not in (None, True, False):
+            raise ValueError(f"dynamic={self.dynamic!r}: choose None (the batch symbolic, the sequence once a second "
+                             f"length is seen), True (both from the start) or False (every size specialised)")
         if self.memory_budget is not None:
             check_budget(self.memory_budget)
         if self.approximate:

@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable
 
+import sympy
 import torch
 import torch.fx as fx
 import torch.nn as nn
@@ -32,6 +33,7 @@ from tcomp.frontend.capture import Captured, capture, preserved_state
 from tcomp.frontend.lower import lower
 from tcomp.ir import Program
 from tcomp.ir.analysis import deterministic
+from tcomp.ir.symbolic import B
 from tcomp.numerics import compare
 from tcomp.options import Options
 from tcomp.passmanager import Pass, PassContext, PipelineResult, VerificationError, run_passes, select_passes
@@ -42,14 +44,14 @@ from tcomp.timing import median_time
 @dataclass
 class Build:
     """One signature compiled: the runner a call runs (the emitted module, an Inductor runner, or a rematerialized
-    training step), the emitted module and final Program, the report, which (input, dim) pairs are the symbolic
-    batch (empty when specialised), and the approximate selection to re-apply on recompilation."""
+    training step), the emitted module and final Program, the report, which (argument, dim) pairs are symbolic
+    and their symbol's name (empty when specialised), and the approximate selection to re-apply on recompilation."""
 
     runner: Callable
     gm: fx.GraphModule
     program: Program
     report: CompileReport
-    batch_dims: set[tuple[int, int]]
+    dynamic: dict[tuple[int, int], str]
     selection: Selection | None
 
 
@@ -60,26 +62,27 @@ def check(opts: Options) -> list[Pass]:
 
 
 def build(model: nn.Module, arguments: Arguments, opts: Options, name: str,
-          earlier_selection: Selection | None = None) -> Build:
+          earlier_selection: Selection | None = None, symbols: tuple[sympy.Symbol, ...] = (B,)) -> Build:
     """Capture, lower, optimise and emit ``model`` for the example call ``arguments``. ``earlier_selection``: the
-    choices of an earlier approximate compilation of this model, re-applied as they are."""
+    choices of an earlier approximate compilation of this model, re-applied as they are; ``symbols``: the sizes
+    tried as symbolic (:func:`tcomp.frontend.capture.capture`)."""
     timings: dict[str, float] = {}
     with _timed(timings, "eager"):
         eager = _Eager(model, arguments)  # inputs the model rejects fail here, with eager's own error
     try:
-        cap, result, gm = _compile(model, arguments, opts, name, earlier_selection, eager, timings, symbolic=True)
-    except NotAffine as err:  # unrelated inputs shared the example's batch size: specialise to the example
-        cap, result, gm = _compile(model, arguments, opts, name, earlier_selection, eager, timings, symbolic=False)
+        cap, result, gm = _compile(model, arguments, opts, name, earlier_selection, eager, timings, symbols)
+    except NotAffine as err:  # a size the program cannot compute from its inputs: specialise to the example
+        cap, result, gm = _compile(model, arguments, opts, name, earlier_selection, eager, timings, ())
         cap.notes.append(f"shapes specialised to the example inputs ({err})")
     positions = arguments.tensor_positions
     example = arguments.tensors
-    batch_dims = {(positions[p], d) for p, d in cap.batch_inputs}
+    dynamic = {(positions[p], d): sym.name for (p, d), sym in cap.dynamic.items()}
     if opts.memory_budget is not None and _trains(model):
         runner, memory = _rematerialized(model, arguments, gm, opts.memory_budget)
         timings["rematerialize"] = memory["compile_time"]
         notes = [f"memory_budget={opts.memory_budget}: the training step runs rematerialized forward and backward "
                  f"graphs (eager backend), specialised to the example shapes"]
-        batch_dims, backend = set(), "eager"
+        dynamic, backend = {}, "eager"
     else:
         runner, notes = _backend(opts.backend, result.program, gm, example, timings)
         memory, backend = None, "inductor" if runner is not gm else "eager"
@@ -93,17 +96,17 @@ def build(model: nn.Module, arguments: Arguments, opts: Options, name: str,
         if problem is not None:
             raise VerificationError(f"the compiled program's results differ from eager's on the example inputs: "
                                     f"{problem}")
-    report = _report(name, cap, result, timings, batch_dims, backend, notes, memory)
-    return Build(runner, gm, result.program, report, batch_dims, result.selection)
+    report = _report(name, cap, result, timings, dynamic, backend, notes, memory)
+    return Build(runner, gm, result.program, report, dynamic, result.selection)
 
 
 def _compile(model: nn.Module, arguments: Arguments, opts: Options, name: str, earlier_selection: Selection | None,
              eager: "_Eager", timings: dict[str, float],
-             symbolic: bool) -> tuple[Captured, PipelineResult, fx.GraphModule]:
-    """Capture (batch-symbolic where the shapes allow, with ``symbolic``), lower, run the passes, emit."""
+             symbols: tuple[sympy.Symbol, ...]) -> tuple[Captured, PipelineResult, fx.GraphModule]:
+    """Capture (symbolic in ``symbols`` where the shapes allow), lower, run the passes, emit."""
     with _timed(timings, "capture"):
         cap = capture(model, arguments.tensors, call=None if arguments.plain else CallTemplate(arguments),
-                      symbolic=symbolic)
+                      symbols=symbols)
     with _timed(timings, "lower"):
         program = lower(cap, name)
     ctx = _context(model, arguments.tensors, program, opts, earlier_selection, timings)
@@ -218,9 +221,9 @@ def _rematerialized(model: nn.Module, arguments: Arguments, gm: fx.GraphModule,
 
 
 def _report(name: str, cap: Captured, result: PipelineResult, timings: dict[str, float],
-            batch_dims: set, backend: str, notes: list[str], memory: dict | None) -> CompileReport:
+            dynamic: dict, backend: str, notes: list[str], memory: dict | None) -> CompileReport:
     report = CompileReport(
-        name, capture=cap.method, batch_symbolic=bool(batch_dims), example_batch=cap.example_batch,
+        name, capture=cap.method, example=dict(cap.example) if dynamic else {},
         notes=list(cap.notes) + notes, passes=result.reports, snapshots=result.snapshots,
         flops_before=result.reports[0].flops_before if result.reports else 0,
         flops_after=result.reports[-1].flops_after if result.reports else 0, timings=timings, backend=backend)

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tcomp.passmanager import PassReport, jsonable
-from tcomp.ir.symbolic import Size, evaluate
+from tcomp.ir.symbolic import Point, Size, complete, evaluate, point
 
 
 @dataclass
@@ -17,8 +17,7 @@ class CompileReport:
     model: str
     status: str = "compiled"            # "compiled" or "eager fallback"
     capture: str = ""                   # "fx" or "export"
-    batch_symbolic: bool = False
-    example_batch: int | None = None
+    example: Point = field(default_factory=dict)  # each symbolic size's value in the example (empty: specialised)
     notes: list[str] = field(default_factory=list)
     passes: list[PassReport] = field(default_factory=list)
     snapshots: list[tuple[str, str]] = field(default_factory=list)
@@ -33,15 +32,24 @@ class CompileReport:
     def compile_time_s(self) -> float:
         return sum(self.timings.values())
 
-    def flops_at(self, which: str, batch: int | None = None) -> int | None:
+    @property
+    def batch_symbolic(self) -> bool:
+        return any(sym.name == "B" for sym in self.example)
+
+    @property
+    def symbolic(self) -> dict[str, int]:
+        """The symbolic sizes and their example values: ``{"B": 8, "S": 128}``."""
+        return {sym.name: v for sym, v in self.example.items()}
+
+    def flops_at(self, which: str, at: Point | int | None = None) -> int:
+        """FLOPs per call at ``at`` (a batch size or a value per symbol), by default the example's."""
         x = self.flops_before if which == "before" else self.flops_after
-        b = batch or self.example_batch or 1
-        return x if isinstance(x, int) else evaluate(x, b)
+        return evaluate(x, complete({**self.example, **point(at)}))
 
     def to_dict(self) -> dict:
         return {
             "model": self.model, "status": self.status, "capture": self.capture,
-            "batch_symbolic": self.batch_symbolic, "example_batch": self.example_batch, "notes": list(self.notes),
+            "symbolic": self.symbolic, "notes": list(self.notes),
             "flops_before": str(self.flops_before), "flops_after": str(self.flops_after),
             "flops_before_at_example": self.flops_at("before"), "flops_after_at_example": self.flops_at("after"),
             "compile_time_s": round(self.compile_time_s, 4),
@@ -55,8 +63,7 @@ class CompileReport:
         if self.fallback_reason:
             lines.append(f"  reason: {self.fallback_reason}")
             return "\n".join(lines)
-        batch = "symbolic batch B" if self.batch_symbolic else "specialised to the example shapes"
-        lines.append(f"  captured with {self.capture}, {batch}; backend {self.backend}; "
+        lines.append(f"  captured with {self.capture}, {self._shapes()}; backend {self.backend}; "
                      f"compile time {self.compile_time_s:.2f} s")
         for n in self.notes:
             lines.append(f"  note: {n}")
@@ -66,8 +73,7 @@ class CompileReport:
                          f"{_mib(memory['measured_peak'])} measured (budget {_mib(memory['budget'])}); "
                          f"{memory['recomputed']} recomputation(s), +{100 * memory['tdi']:.1f}% compute (TDI), "
                          f"solver {memory['solver_status']} in {memory['solver_time']:.2f} s")
-        fb, fa = self.flops_at("before"), self.flops_at("after")
-        lines.append(f"  FLOPs per call at the example batch: {fb:,} -> {fa:,}" if fb is not None else "")
+        lines.append(f"  FLOPs per call at the example: {self.flops_at('before'):,} -> {self.flops_at('after'):,}")
         for p in self.passes:
             mark = "changed" if p.changed else "no change"
             lines.append(f"  [{p.name}] {mark} ({p.time_s:.2f} s)")
@@ -76,7 +82,13 @@ class CompileReport:
         if self.snapshots:
             lines.append("")
             lines.append(self.snapshots[-1][1])
-        return "\n".join(line for line in lines if line is not None)
+        return "\n".join(lines)
+
+    def _shapes(self) -> str:
+        names = {"B": "batch B", "S": "sequence length S"}
+        if not self.example:
+            return "specialised to the example shapes"
+        return "symbolic " + " and ".join(f"{names[s]} (example {v})" for s, v in self.symbolic.items())
 
 
 def _mib(nbytes: int) -> str:

@@ -10,6 +10,7 @@ import tcomp
 from tcomp.ir import Network
 from tcomp.cost import machine_model
 from tcomp.contract.plan import default_pairs, plan_network
+from tcomp.ir.symbolic import decision_point
 
 
 @st.composite
@@ -87,8 +88,7 @@ def test_random_networks_match_einsum(net, seed):
             torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9)
     for op in compiled.program.ops:
         if isinstance(op, Network) and op.plan is not None:
-            auto = plan_network(op, default_pairs(op, "auto"), batch=compiled.program.example_batch,
-                                fold_constants=True)
-            b = max(compiled.program.example_batch or 2, 2)
+            b = decision_point(compiled.program.example)
+            auto = plan_network(op, default_pairs(op, "auto"), at=b, fold_constants=True)
             machine = machine_model()
             assert op.plan.cost.time_at(b, machine) <= auto.cost.time_at(b, machine) * (1 + 1e-9)

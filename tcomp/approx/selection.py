@@ -43,6 +43,7 @@ from tcomp.codegen.runnable import runnable, time_in_turns
 from tcomp.cost.model import MachineModel
 from tcomp.ir import Program, subprogram
 from tcomp.ir.sites import Option, Site, find_sites
+from tcomp.ir.symbolic import Point, point_key
 from tcomp.timing import median_time
 
 from .apply import apply_options, site_replacement
@@ -108,9 +109,9 @@ class Measured:
     additive: float          # its contribution to the budget
 
 
-def _isolated_module(job: Job, ops: list, batch: int | None, out_dtype: torch.dtype):
+def _isolated_module(job: Job, ops: list, at: Point, out_dtype: torch.dtype):
     """The ops as a callable over the values they read (names), returning the site's value in its dtype."""
-    prog = subprogram(ops, batch)
+    prog = subprogram(ops, at)
     gm = job.runnable(prog)
     names = [v.name for v in prog.inputs]
 
@@ -126,7 +127,7 @@ def measure(job: Job) -> tuple[dict[str, float], dict[str, list[Measured]]]:
     fraction of the dense site's (:func:`tcomp.approx.option_time.time_against`) times the site's fastest dense
     time."""
     program, cal = job.program, job.calibration
-    batch = program.example_batch
+    at, key = program.example, point_key(program.example)
     by_name = {op.out.name: op for op in program.ops}
     gm = job.runnable(program)
     dense: dict[str, float] = {}
@@ -141,21 +142,21 @@ def measure(job: Job) -> tuple[dict[str, float], dict[str, list[Measured]]]:
             def ratio_and_error(op=op, site=site, option=option, name=name):
                 try:
                     ops, _ = site_replacement(op, site, option)
-                    ratio = time_against(ops, [op], batch, training=job.training, machine=job.machine)
+                    ratio = time_against(ops, [op], at, training=job.training, machine=job.machine)
                 except ValueError:
                     return None
                 if ratio >= 0.97:
                     return None  # not faster here: never worth its error
-                fn, names = _isolated_module(job, ops, batch, op.out.dtype)
+                fn, names = _isolated_module(job, ops, at, op.out.dtype)
                 runner.replace = {gm.tcomp_nodes[name]: (fn, [gm.tcomp_nodes[n] for n in names])}
                 return ratio, cal.sensitivity_error(runner)
 
-            found = job.measurements.remember("option", name, option.name, batch, job.training,
+            found = job.measurements.remember("option", name, option.name, key, job.training,
                                               compute=ratio_and_error, persist=True)
             if found is not None:
                 found_rows.append((option, *found))
         runner.replace = {}
-        dense[name] = time_ops([op], batch, training=job.training, machine=job.machine)
+        dense[name] = time_ops([op], at, training=job.training, machine=job.machine)
         after = _propagated_dtype_cost(job, site, found_rows)
         measured[name] = [Measured(o, ratio * dense[name], cal.metric.from_additive(add), add)
                           for (o, ratio, err) in found_rows if after.get(o.dtype, 0.0) is not None
@@ -190,7 +191,7 @@ def _propagated_dtype_cost(job: Job, site: Site, rows: list[tuple[Option, float,
             except (RuntimeError, TypeError, ValueError):
                 return None
 
-        whole = job.measurements.remember("option-propagated", site.name, plain.name, program.example_batch,
+        whole = job.measurements.remember("option-propagated", site.name, plain.name, point_key(program.example),
                                           job.training, compute=propagated, persist=True)
         extra[dtype] = None if whole is None else \
             max(0.0, cal.metric.additive(whole) - cal.metric.additive(cast_back.get(dtype, 0.0)))

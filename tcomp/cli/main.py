@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import NoReturn
 
@@ -52,6 +53,16 @@ def _check_counts(args) -> None:
         value = getattr(args, option, None)
         if value is not None and value < 1:
             _fail(f"--{option} must be a positive integer, got {value}")
+
+
+def _check_writable(path: str | None) -> None:
+    """A ``--json`` path that can be written, checked before a benchmark that takes minutes."""
+    if path is None:
+        return
+    folder = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path) or not os.path.isdir(folder) or not os.access(folder, os.W_OK) \
+            or (os.path.exists(path) and not os.access(path, os.W_OK)):
+        _fail(f"--json {path}: cannot write there (a missing or read-only folder, or a folder's name)")
 
 
 def _pass_selection(args) -> object:
@@ -164,6 +175,7 @@ def parse_budget(text: str) -> float | int:
 
 def cmd_bench(args) -> int:
     targets = args.targets or [f"zoo:{e.name}" for e in entries() if e.default_bench]
+    _check_writable(args.json)
     opts = {"passes": _pass_selection(args)} if (args.passes or args.disable) else {}
     try:  # every target, before any is timed
         resolved = [resolve(t, args.input, args.batch) for t in targets]
@@ -211,5 +223,11 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(func=cmd_bench)
     args = parser.parse_args(argv)
     _check_counts(args)
-    return args.func(args)
+    try:
+        code = args.func(args)
+        sys.stdout.flush()
+        return code
+    except BrokenPipeError:  # the reader went away (`tcomp inspect ... | head`): stop quietly, as cat does
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # (flushing at exit would fail again)
+        return 141
 

@@ -12,9 +12,11 @@ factors, folded constants) live under the ``tcomp`` prefix.
 from __future__ import annotations
 
 import functools
+import math
 import operator
 from typing import Any
 
+import sympy
 import torch
 import torch.fx as fx
 import torch.nn as nn
@@ -22,17 +24,17 @@ import torch.utils._pytree as pytree
 
 from tcomp.contract.plan import ContractionPlan, PairStep, fused_bias
 from tcomp.ir import ACC, Call, Network, Pointwise, Program, Value, is_pure
-from tcomp.ir.indices import canonical_names
+from tcomp.ir.indices import canonical_names, einsum_equation
 from tcomp.ir.ops import contraction_dtype, stored_dtype
-from tcomp.ir.symbolic import B, Size, prod
+from tcomp.ir.symbolic import B, SYMBOLS, Size, prod
 
 from .folded import CachedFunction, Compose, FoldedConstant, same_float_dtype
 from .kernels.dispatch import contract
 
 
 class NotAffine(ValueError):
-    """A size the emitted code would have to compute is not affine in the batch (``B**2``: two unrelated inputs
-    that happened to share the example's batch size, flattened together); the program must be specialised."""
+    """A size the emitted code cannot compute: not of degree at most one in each symbol, or in a symbol no input of
+    the program carries (the input that did is unused); the program must be specialised."""
 
 
 def emit(program: Program, *, fold_buffers: bool = False, dtypes_unknown: bool = False) -> fx.GraphModule:
@@ -73,7 +75,7 @@ class _Emitter:
         self.graph = fx.Graph()
         self.env: dict[int, fx.Node] = {}
         self.attrs: dict[str, Any] = {}
-        self._batch_node: fx.Node | None = None
+        self._symbol_nodes: dict[sympy.Symbol, fx.Node] = {}
         self._folds = 0
         self._casts: dict[tuple[str, torch.dtype], fx.Node] = {}
         self.kernels: list[tuple[str, tuple[str, ...]]] = []  # (equation, epilogue signature) of Triton steps
@@ -164,18 +166,28 @@ class _Emitter:
         return pytree.tree_map(arg, op.args), pytree.tree_map(arg, op.kwargs)
 
     # -- sizes -----------------------------------------------------------------------------------------------------
-    def batch_node(self) -> fx.Node:
-        if self._batch_node is None:
-            pos, dim = self.p.batch_inputs[0]
-            first = next(iter(self.graph.nodes))
-            with self.graph.inserting_after(list(self.graph.nodes)[len(self.p.inputs) - 1] if self.p.inputs
-                                            else first):
-                self._batch_node = self.graph.call_method("size", (self.node(self.p.inputs[pos]), dim))
-            self._batch_node._rename("batch")
-        return self._batch_node
+    def symbol_node(self, sym: sympy.Symbol) -> fx.Node:
+        """A node holding a symbol's value, read once after the inputs from a dim of an input that is it (or an
+        integer multiple of it): ``batch = x.size(0)``, ``seq = ids.size(1)``."""
+        if sym not in self._symbol_nodes:
+            source = next(((pos, dim, 1) for (pos, dim), s in self.p.dynamic.items() if s == sym), None) or next(
+                ((pos, dim, int(size / sym)) for pos, v in enumerate(self.p.inputs) for dim, size in
+                 enumerate(v.shape or ()) if not isinstance(size, int) and (size / sym).is_Integer), None)
+            if source is None:
+                raise NotAffine(f"no input has a dim of size {sym}")
+            pos, dim, multiple = source
+            after = list(self.graph.nodes)[len(self.p.inputs) - 1] if self.p.inputs else next(iter(self.graph.nodes))
+            with self.graph.inserting_after(after):
+                node = self.graph.call_method("size", (self.node(self.p.inputs[pos]), dim))
+                if multiple != 1:
+                    with self.graph.inserting_after(node):
+                        node = self.graph.call_function(operator.floordiv, (node, multiple))
+            node._rename("batch" if sym is B else "seq")
+            self._symbol_nodes[sym] = node
+        return self._symbol_nodes[sym]
 
     def shape_args(self, sizes: list[Size]) -> list[Any]:
-        """Reshape arguments: ints, ``-1`` for the one batch-dependent size, or an expression of the batch."""
+        """Reshape arguments: ints, ``-1`` for the one symbolic size, or an expression of the symbols."""
         symbolic = [k for k, s in enumerate(sizes) if not isinstance(s, int)]
         out: list[Any] = list(sizes)
         if len(symbolic) == 1:
@@ -186,19 +198,37 @@ class _Emitter:
         return out
 
     def _sym(self, expr) -> Any:
-        poly = expr.as_poly(B)
-        if poly is None or poly.degree() > 1:
-            raise NotAffine(f"size {expr} is not affine in the batch")
-        a, c = (poly.all_coeffs() + [0])[:2] if poly.degree() == 1 else (0, poly.all_coeffs()[0])
-        node: Any = self.batch_node()
-        if a != 1:
-            if a.q == 1:
-                node = self.graph.call_function(operator.mul, (node, int(a)))
-            else:
-                node = self.graph.call_function(operator.floordiv, (
-                    self.graph.call_function(operator.mul, (node, int(a.p))), int(a.q)))
-        if c != 0:
-            node = self.graph.call_function(operator.add, (node, int(c)))
+        """Nodes computing a size: a polynomial of degree at most one in each symbol (``a*B + c``, ``B*S``)."""
+        poly = sympy.Poly(expr, *SYMBOLS)
+        if any(e > 1 for monomial in poly.monoms() for e in monomial):
+            raise NotAffine(f"size {expr} is not affine in the batch and sequence length")
+        q = math.lcm(*(int(c.q) for c in poly.coeffs()))
+        constant = poly.coeff_monomial(1)
+        terms = [(m, c) for m, c in poly.terms() if any(m)]
+        if q != 1 and (len(terms) > 1 or not constant.is_Integer):  # one division of the whole numerator
+            return self.graph.call_function(operator.floordiv, (self._sum(terms, constant, scale=q), int(q)))
+        return self._sum(terms, constant, scale=1)
+
+    def _sum(self, terms, constant, scale: int) -> Any:
+        """``Σ coefficient·monomial + constant``, every coefficient times ``scale`` (an integer then); a single
+        rational coefficient ``p/q`` with ``scale`` 1 is ``monomial·p // q``."""
+        node: Any = None
+        for monomial, coefficient in terms:
+            term: Any = None
+            for sym, e in zip(SYMBOLS, monomial):
+                if e:
+                    term = self.symbol_node(sym) if term is None else \
+                        self.graph.call_function(operator.mul, (term, self.symbol_node(sym)))
+            c = coefficient * scale
+            if c != 1:
+                if c.q == 1:
+                    term = self.graph.call_function(operator.mul, (term, int(c)))
+                else:
+                    term = self.graph.call_function(operator.floordiv, (
+                        self.graph.call_function(operator.mul, (term, int(c.p))), int(c.q)))
+            node = term if node is None else self.graph.call_function(operator.add, (node, term))
+        if constant * scale != 0:
+            node = self.graph.call_function(operator.add, (node, int(constant * scale)))
         return node
 
     def reshape(self, node: fx.Node, current: list[Size], target: list[Size]) -> fx.Node:
@@ -279,7 +309,8 @@ class _Emitter:
         if len(ops) == 1 and net.is_relabel:
             return ops[0] if net.flat_operand_indices()[0] == net.flat_out_indices else \
                 self.permute(ops[0], net.flat_operand_indices()[0], net.flat_out_indices)
-        return self.graph.call_function(torch.einsum, (net.equation(), *ops))
+        equation = einsum_equation(net.flat_operand_indices(), net.flat_out_indices)
+        return self.graph.call_function(torch.einsum, (equation, *ops))
 
     def _planned(self, net: Network, plan: ContractionPlan) -> tuple[fx.Node, tuple[str, ...]]:
         n = len(net.operands)
@@ -383,7 +414,7 @@ class _Emitter:
 
     def _fold(self, net: Network, leaves: list[int], order: tuple[str, ...]) -> fx.Node:
         flat = net.flat_operand_indices()
-        eq = ",".join("".join(flat[k]) for k in leaves) + "->" + "".join(order)
+        eq = einsum_equation([flat[k] for k in leaves], order)
         shapes = [tuple(int(net.sizes[i]) for i in flat[k]) for k in leaves]
         name = f"tcomp.fold_{self._folds}"
         self._folds += 1

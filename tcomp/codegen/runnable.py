@@ -16,7 +16,7 @@ import torch.fx as fx
 from tcomp.contract.search import plan_program
 from tcomp.cost.model import MachineModel
 from tcomp.ir import Program
-from tcomp.ir.symbolic import evaluate
+from tcomp.ir.symbolic import Point, evaluate
 from tcomp.timing import in_turns, sync_for
 
 from .emit import emit
@@ -37,12 +37,13 @@ def time_in_turns(runs: dict[str, tuple[Callable, tuple | list]], **kw) -> dict[
                         sync=sync_for(tensors), **kw)
 
 
-def random_inputs(program: Program, batch: int) -> list[torch.Tensor]:
-    """Inputs of ``program``'s shapes at ``batch``: seeded normal floats, zero integers (valid indices)."""
+def random_inputs(program: Program, at: Point | int) -> list[torch.Tensor]:
+    """Inputs of ``program``'s shapes at ``at`` (a batch size, or a value per symbol): seeded normal floats, zero
+    integers (valid indices)."""
     g = torch.Generator().manual_seed(0)
     args = []
     for v in program.inputs:
-        shape = [evaluate(s, batch) for s in v.shape]
+        shape = [evaluate(s, at) for s in v.shape]
         if v.dtype.is_floating_point:
             args.append(torch.randn(shape, generator=g).to(v.dtype))
         else:

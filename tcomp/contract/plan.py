@@ -26,12 +26,12 @@ import opt_einsum
 from tcomp.cost.machine import machine_model
 from tcomp.cost.model import Cost, MachineModel, dtype_bytes
 from tcomp.ir import ACC, Network, Value
-from tcomp.ir.symbolic import Size, as_size, evaluate, prod
+from tcomp.ir.symbolic import Point, Size, as_size, decision_point, evaluate, prod
 
 
 @dataclass(frozen=True)
 class Term:
-    """A tensor of the plan: its dims (one index each, in order) and their element strides at the decision batch."""
+    """A tensor of the plan: its dims (one index each, in order) and their element strides at the decision point."""
 
     indices: tuple[str, ...]
     strides: tuple[int, ...]
@@ -109,19 +109,19 @@ class ContractionPlan:
         return "\n".join(lines)
 
 
-def decision_sizes(net: Network, batch: int | None) -> dict[str, int]:
-    """Numeric index sizes at the batch used for layout decisions (at least 2, so batch indices stay visible)."""
-    b = max(batch or 2, 2)
-    return {i: evaluate(s, b) for i, s in net.sizes.items()}
+def decision_sizes(net: Network, at: Point | int | None) -> dict[str, int]:
+    """Numeric index sizes at the point layouts are decided at (:func:`tcomp.ir.symbolic.decision_point`)."""
+    where = decision_point(at)
+    return {i: evaluate(s, where) for i, s in net.sizes.items()}
 
 
 # -- layouts ---------------------------------------------------------------------------------------------------
 
-def operand_term(net: Network, k: int, num: dict[str, int], batch: int | None) -> Term:
+def operand_term(net: Network, k: int, num: dict[str, int], at: Point | int | None) -> Term:
     """Operand ``k`` with one dim per index and the strides implied by its value's layout."""
     v = net.operands[k]
-    b = max(batch or 2, 2)
-    shape = [evaluate(s, b) for s in v.shape]
+    where = decision_point(at)
+    shape = [evaluate(s, where) for s in v.shape]
     order = v.stride_order if v.stride_order is not None else tuple(range(len(shape)))
     strides = [0] * len(shape)
     acc = 1
@@ -215,22 +215,23 @@ def prepare(net: Network) -> tuple[list[tuple[str, ...]], list[tuple[str, ...]]]
 
 
 def opt_einsum_pairs(net: Network, terms: list[int], indices: dict[int, tuple[str, ...]], out: tuple[str, ...],
-                     next_id: int, strategy) -> list[tuple[int, int]]:
-    """Pairs (of term ids) from an opt_einsum search over ``terms`` (with the given indices) producing ``out``."""
+                     next_id: int, strategy, at: Point | int | None = None) -> list[tuple[int, int]]:
+    """Pairs (of term ids) from an opt_einsum search over ``terms`` (with the given indices) producing ``out``, the
+    sizes taken at the decision point of ``at``."""
     if len(terms) < 2:
         return []
-    num = decision_sizes(net, None)
+    num = decision_sizes(net, at)
     eq = ",".join("".join(indices[t]) for t in terms) + "->" + "".join(out)
     shapes = [tuple(num[i] for i in indices[t]) for t in terms]
     path, _ = opt_einsum.contract_path(eq, *shapes, shapes=True, optimize=strategy)
     return ssa_path(path, terms, next_id)
 
 
-def default_pairs(net: Network, strategy="auto") -> list[tuple[int, int]]:
+def default_pairs(net: Network, strategy="auto", at: Point | int | None = None) -> list[tuple[int, int]]:
     """The pairs opt_einsum's ``strategy`` chooses over the prepared operands (``auto``: what torch.einsum does)."""
     kept, _ = prepare(net)
     return opt_einsum_pairs(net, list(range(len(kept))), dict(enumerate(kept)), net.flat_out_indices, len(kept),
-                            strategy)
+                            strategy, at)
 
 
 MATRIX_VECTOR_FACTOR = 4
@@ -240,23 +241,22 @@ vector-times-matrix (``[b, 1, k] @ [b, k, m]``, the matrix read transposed), so 
 with the vector on the left."""
 
 
-def plan_network(net: Network, pairs: list[tuple[int, int]], *, batch: int | None = None,
+def plan_network(net: Network, pairs: list[tuple[int, int]], *, at: Point | int | None = None,
                  fold_constants: bool = False, training: bool = False, method: str = "",
                  machine: MachineModel | None = None) -> ContractionPlan:
     """Lower a contraction tree (pairs of term ids: operands are 0..n-1, step s creates term n+s) to a plan with
     every step's layout chosen and costs attached, priced on ``machine`` (default: this one's constants)."""
-    return _Planner(net, batch, fold_constants, training, machine or machine_model()).plan(pairs, method)
+    return _Planner(net, at, fold_constants, training, machine or machine_model()).plan(pairs, method)
 
 
 class _Planner:
     """Chooses every step's layout for one Network and prices it (see the module docstring)."""
 
-    def __init__(self, net: Network, batch: int | None, fold_constants: bool, training: bool,
+    def __init__(self, net: Network, at: Point | int | None, fold_constants: bool, training: bool,
                  machine: MachineModel):
         self.net = net
-        self.batch = batch
-        self.num = decision_sizes(net, batch)
-        self.db = max(batch or 2, 2)
+        self.at = decision_point(at)
+        self.num = decision_sizes(net, at)
         self.elt = dtype_bytes(net.compute_dtype or net.out.dtype)
         self.fold = fold_constants
         self.training = training
@@ -270,7 +270,7 @@ class _Planner:
         preps = []
         total = Cost()
         for k in range(n):
-            t = operand_term(net, k, num, self.batch)
+            t = operand_term(net, k, num, self.at)
             if summed[k]:
                 size = prod(net.sizes[i] for i in t.indices)
                 total = total + Cost(flops=size, bytes=as_size(size * elt), launches=1)
@@ -339,7 +339,7 @@ class _Planner:
         best, best_score = None, None
         for cand in _step_candidates(terms[a], terms[b], later):
             step = self.price(terms, a, b, out_id, cand)
-            score = step.cost.time_at(self.db, self.machine)
+            score = step.cost.time_at(self.at, self.machine)
             if target is not None and step.out != tuple(target):
                 score += _final_copy_time(self.net, step.out, self.num, self.elt, self.machine)
             if lookahead is not None:
@@ -358,7 +358,7 @@ class _Planner:
         trial = dict(terms)
         trial[step.out_id] = contiguous_term(step.out, self.num, terms[step.lhs].const and terms[step.rhs].const)
         later = remaining_use[s_next]
-        return min(self.price(trial, a, b, n + s_next, c).cost.time_at(self.db, self.machine)
+        return min(self.price(trial, a, b, n + s_next, c).cost.time_at(self.at, self.machine)
                    for c in _step_candidates(trial[a], trial[b], later))
 
 

@@ -21,6 +21,7 @@ import opt_einsum
 from tcomp.cost.machine import machine_model
 from tcomp.cost.model import MachineModel
 from tcomp.ir import Network, Program, Value
+from tcomp.ir.symbolic import Point, decision_point
 
 from .pathsearch import search
 from .plan import ContractionPlan, decision_sizes, default_pairs, opt_einsum_pairs, plan_network, prepare, ssa_path
@@ -29,9 +30,10 @@ OPTIMAL_MAX = 6  # networks up to this many operands are also planned exhaustive
 _DP_MAX = 12  # networks up to this many operands are planned by dynamic programming (exactly, under FLOPs)
 
 
-def candidate_trees(net: Network, time_budget: float = 1.0, quick: bool = False
+def candidate_trees(net: Network, at: Point | int | None = None, time_budget: float = 1.0, quick: bool = False
                     ) -> list[tuple[str, list[tuple[int, int]]]]:
-    """Contraction trees worth pricing for ``net``: (method name, pairs of term ids), deduplicated.
+    """Contraction trees worth pricing for ``net``: (method name, pairs of term ids), deduplicated, each searched
+    with the sizes at the decision point of ``at``.
 
     ``quick`` limits the search to opt_einsum's ``auto`` and ``greedy`` (and constants-first): what the
     fuse_networks pass uses to decide whether a merge pays, many times per program."""
@@ -54,16 +56,16 @@ def candidate_trees(net: Network, time_budget: float = 1.0, quick: bool = False
     trees: dict[tuple, str] = {}
     for name, strategy in strategies:
         try:
-            pairs = default_pairs(net, strategy)
+            pairs = default_pairs(net, strategy, at)
         except (ValueError, RuntimeError, MemoryError):
             continue
         trees.setdefault(tuple(pairs), name)
     if not quick and n > _DP_MAX:
-        trees.setdefault(tuple(_searched(net, kept, time_budget)), "path search")
+        trees.setdefault(tuple(_searched(net, kept, time_budget, at)), "path search")
     # the operands in the order they were written, left to right (torch.einsum's order without opt_einsum):
     # merged chains keep their operands in chain order, so this is an MPS's vector-times-feature, then-core chain
     trees.setdefault(tuple((0, 1) if s == 0 else (n + s - 1, s + 1) for s in range(n - 1)), "left to right")
-    folded = _constants_first(net, kept)
+    folded = _constants_first(net, kept, at)
     if folded is not None:
         trees.setdefault(tuple(folded), "constants-first")
     if net.hint is not None:
@@ -71,16 +73,18 @@ def candidate_trees(net: Network, time_budget: float = 1.0, quick: bool = False
     return [(name, list(pairs)) for pairs, name in trees.items()]
 
 
-def _searched(net: Network, kept: list[tuple[str, ...]], time_budget: float) -> list[tuple[int, int]]:
+def _searched(net: Network, kept: list[tuple[str, ...]], time_budget: float,
+              at: Point | int | None) -> list[tuple[int, int]]:
     """The tree of :func:`tcomp.contract.pathsearch.search` (greedy variants, time-bounded dp, subtree reconfiguration)
-    under the FLOP metric at the decision batch."""
-    num = decision_sizes(net, None)
+    under the FLOP metric at the decision point."""
+    num = decision_sizes(net, at)
     sizes = {i: num[i] for ix in kept for i in ix}
     result = search([list(ix) for ix in kept], list(net.flat_out_indices), sizes, time_budget=time_budget)
     return ssa_path(result.path, list(range(len(kept))), len(kept))
 
 
-def _constants_first(net: Network, kept: list[tuple[str, ...]]) -> list[tuple[int, int]] | None:
+def _constants_first(net: Network, kept: list[tuple[str, ...]],
+                     at: Point | int | None) -> list[tuple[int, int]] | None:
     """A tree that contracts all constant operands together first (weight pre-contraction), then the rest."""
     n = len(kept)
     consts = [k for k, v in enumerate(net.operands) if v.kind == "const"]
@@ -90,26 +94,27 @@ def _constants_first(net: Network, kept: list[tuple[str, ...]]) -> list[tuple[in
     outside = set(net.flat_out_indices).union(*(set(kept[k]) for k in rest))
     inner_out = tuple(dict.fromkeys(i for k in consts for i in kept[k] if i in outside))
     indices = dict(enumerate(kept))
-    pairs = opt_einsum_pairs(net, consts, indices, inner_out, n, "auto")
+    pairs = opt_einsum_pairs(net, consts, indices, inner_out, n, "auto", at)
     folded_id = n + len(pairs) - 1
     indices[folded_id] = inner_out
-    pairs += opt_einsum_pairs(net, rest + [folded_id], indices, net.flat_out_indices, n + len(pairs), "auto")
+    pairs += opt_einsum_pairs(net, rest + [folded_id], indices, net.flat_out_indices, n + len(pairs), "auto", at)
     return pairs
 
 
-def best_plan(net: Network, batch: int | None, *, training: bool = False, quick: bool = False,
+def best_plan(net: Network, at: Point | int | None, *, training: bool = False, quick: bool = False,
               machine: MachineModel | None = None) -> ContractionPlan:
-    """The cheapest plan among the candidate trees, under tcomp's cost model at the decision batch; among plans
+    """The cheapest plan among the candidate trees, under tcomp's cost model, both at the decision point of ``at``
+    (:func:`tcomp.ir.symbolic.decision_point`: the example's sizes); among plans
     the model prices equal, the first candidate (opt_einsum's ``auto`` first). Breaking ties by how close the
     result's index order is to the output's was measured and rejected: on Monarch-MLP it made the eager backend
     15% faster and the Inductor backend 2.2× slower (docs/passes/contraction_order.md)."""
-    b = max(batch or 2, 2)
+    where = decision_point(at)
     machine = machine or machine_model()
     best, best_time = None, float("inf")
-    for method, pairs in candidate_trees(net, quick=quick):
-        plan = plan_network(net, pairs, batch=batch, fold_constants=True, training=training, method=method,
+    for method, pairs in candidate_trees(net, where, quick=quick):
+        plan = plan_network(net, pairs, at=where, fold_constants=True, training=training, method=method,
                             machine=machine)
-        t = plan.cost.time_at(b, machine)  # a sympy substitution: once per plan
+        t = plan.cost.time_at(where, machine)  # a sympy substitution: once per plan
         if best is None or t < best_time:
             best, best_time = plan, t
     return best
@@ -157,7 +162,7 @@ def plan_program(program: Program, *, training: bool = False, machine: MachineMo
         op = new.ops[k]  # read afresh: replace_uses below rewrites later ops
         if not isinstance(op, Network):
             continue
-        plan = best_plan(op, new.example_batch, training=training, machine=machine)
+        plan = best_plan(op, new.example, training=training, machine=machine)
         stride_order = result_stride_order(op, plan)
         out = op.out
         if stride_order != out.stride_order:

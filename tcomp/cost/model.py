@@ -1,7 +1,7 @@
 """The cost model: FLOPs, memory traffic, transposition copies and kernel launches, priced in seconds.
 
-Every quantity is a size expression (an ``int`` or a sympy expression in the batch symbol ``B``), so a plan's cost
-can be evaluated over a range of batch sizes. The time of a cost is a roofline-style sum
+Every quantity is a size expression (an ``int`` or a sympy expression in the batch and sequence symbols ``B``,
+``S``), so a plan's cost can be evaluated over a range of batch sizes and sequence lengths. The time of a cost is a roofline-style sum
 
     time = flops / gemm_rate + bytes / bandwidth + copy_bytes / copy_bandwidth + launches * launch_overhead
 
@@ -20,7 +20,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from tcomp.ir import Call, Pointwise
-from tcomp.ir.symbolic import B, Size, as_size, evaluate
+from tcomp.ir.symbolic import Point, Size, as_size, complete
 
 
 @dataclass
@@ -41,27 +41,19 @@ class Cost:
                     as_size(self.matrices * k))
 
     def time(self, m: "MachineModel") -> Size:
-        """Seconds on machine ``m`` (an expression in ``B`` when the cost is symbolic)."""
+        """Seconds on machine ``m`` (an expression in ``B`` and ``S`` when the cost is symbolic)."""
         t = (sympy.sympify(self.flops) / m.gemm_flops_per_s + sympy.sympify(self.bytes) / m.bytes_per_s
              + sympy.sympify(self.matrices) * m.matrix_s
              + sympy.sympify(self.copy_bytes) / m.copy_bytes_per_s + self.launches * m.launch_s)
         return t if t.free_symbols else float(t)
 
-    def time_at(self, batch: int, machine: "MachineModel") -> float:
+    def time_at(self, at: Point | int | None, machine: "MachineModel") -> float:
+        """Seconds at a point (a batch size alone, or a value per symbol; a symbol not given counts as 2)."""
         t = self.time(machine)
-        return float(t.subs(B, batch)) if isinstance(t, sympy.Basic) else float(t)
+        return float(t.subs(complete(at))) if isinstance(t, sympy.Basic) else float(t)
 
     def flops_str(self) -> str:
         return _fmt(self.flops)
-
-    def to_dict(self, batch: int | None = None) -> dict:
-        def num(x):
-            if batch is not None:
-                return evaluate(x, batch) if not isinstance(x, int) else x
-            return x if isinstance(x, int) else str(x)
-
-        return {"flops": num(self.flops), "bytes": num(self.bytes), "copy_bytes": num(self.copy_bytes),
-                "launches": self.launches}
 
 
 def _fmt(x: Size) -> str:

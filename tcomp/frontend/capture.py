@@ -4,11 +4,12 @@
 2. Where fx cannot trace (Python control flow on shapes, unsupported constructs), ``torch.export`` at aten level.
 3. Where both fail, :class:`CaptureError` names the construct, with both tracers' messages.
 
-Shapes are then propagated at the example batch size and at two more batch sizes (with fake tensors; real
-tensors where an op needs data). Each dimension is fitted with an affine function of the batch symbol ``B``
-(see :mod:`tcomp.ir.symbolic`): when every dimension fits, the graph is *batch-symbolic* and one compiled program
-serves every batch size; otherwise it is specialised to the example shapes and the compiled module recompiles on
-a new shape (a guard, never a silent wrong answer).
+Shapes are then propagated at the example's sizes and at other batch sizes (dim 0) and sequence lengths (dim 1),
+with fake tensors (real tensors where an op needs data). Each dimension is fitted with a polynomial of degree at
+most one in each of the batch symbol ``B`` and the sequence symbol ``S`` (see :mod:`tcomp.ir.symbolic`): the
+symbols every dimension fits stay symbolic and one compiled program serves every value of them (each at least 2);
+the rest specialise to the example's sizes, and the compiled module compiles again on a new shape (a guard, never
+a silent wrong answer).
 """
 from __future__ import annotations
 
@@ -18,11 +19,12 @@ import traceback
 from dataclasses import dataclass, field
 from typing import Any
 
+import sympy
 import torch
 import torch.fx as fx
 import torch.utils._pytree as pytree
 
-from tcomp.ir.symbolic import Size, fit_affine
+from tcomp.ir.symbolic import B, S, Point, Size, fit
 
 
 class CaptureError(RuntimeError):
@@ -34,19 +36,21 @@ class Captured:
     gm: fx.GraphModule
     method: str                       # "fx" or "export"
     example_inputs: tuple
-    batch_inputs: list[tuple[int, int]] = field(default_factory=list)  # (input position, dim) that are B
-    example_batch: int | None = None
+    dynamic: dict[tuple[int, int], sympy.Symbol] = field(default_factory=dict)  # (input, dim) -> B or S
+    example: Point = field(default_factory=dict)  # the example's value of each symbol
     notes: list[str] = field(default_factory=list)
 
 
-def capture(model: torch.nn.Module, example_inputs: tuple, call: Any = None, symbolic: bool = True) -> Captured:
+def capture(model: torch.nn.Module, example_inputs: tuple, call: Any = None,
+            symbols: tuple[sympy.Symbol, ...] = (B,)) -> Captured:
     """Trace ``model`` and record symbolic shapes in each node's ``meta`` (keys ``tcomp_shape``, ``tcomp_dtype``,
     ``tcomp_value``).
 
     ``example_inputs`` are the tensor arguments. ``call`` (optional) describes a forward with non-tensor
     arguments or ``*args``: it has ``tensor_names`` and ``call(forward, tensors)``, which calls the real forward with
     the tensors in place and the non-tensor values fixed (the compiled module guards on those values).
-    ``symbolic=False`` specialises the shapes to the example's without trying other batch sizes.
+    ``symbols`` are the sizes tried as symbolic: the batch ``B`` (dim 0), the sequence ``S`` (dim 1); ``()``
+    specialises the shapes to the example's.
     """
     notes: list[str] = []
     if call is not None:
@@ -65,7 +69,7 @@ def capture(model: torch.nn.Module, example_inputs: tuple, call: Any = None, sym
                 f"cannot capture {type(model).__name__}: torch.fx failed with {fx_msg}; "
                 f"torch.export failed with {_describe_trace_error(export_error)}") from export_error
     cap = Captured(gm=gm, method=method, example_inputs=tuple(example_inputs), notes=notes)
-    _record_shapes(cap, symbolic)
+    _record_shapes(cap, symbols)
     return cap
 
 
@@ -194,13 +198,14 @@ def _propagate_fake(rec: _Recorder, inputs: tuple) -> dict[str, Any]:
     return rec.results
 
 
-def _with_batch(inputs: tuple, positions: list[int], batch: int) -> tuple:
-    """The example inputs with dim 0 of the batch inputs resized to ``batch`` (rows repeated cyclically)."""
+def _resized(inputs: tuple, dims: list[tuple[int, int]], size: int) -> tuple:
+    """The inputs with each (input, dim) of ``dims`` resized to ``size`` (entries repeated cyclically, so that token
+    ids and masks stay valid)."""
     out = list(inputs)
-    for p in positions:
-        t = inputs[p]
-        reps = -(-batch // t.shape[0])
-        out[p] = torch.cat([t] * reps, dim=0)[:batch].clone()
+    for p, d in dims:
+        t = out[p]
+        reps = -(-size // t.shape[d])
+        out[p] = torch.cat([t] * reps, dim=d).narrow(d, 0, size).clone()
     return tuple(out)
 
 
@@ -219,34 +224,41 @@ def preserved_state(module: torch.nn.Module):
                     b.copy_(value)
 
 
-def _record_shapes(cap: Captured, symbolic: bool) -> None:
+def _record_shapes(cap: Captured, symbols: tuple[sympy.Symbol, ...]) -> None:
     with preserved_state(cap.gm):
-        _record_shapes_now(cap, symbolic)
+        _record_shapes_now(cap, symbols)
 
 
-def _record_shapes_now(cap: Captured, symbolic: bool) -> None:
+def _record_shapes_now(cap: Captured, symbols: tuple[sympy.Symbol, ...]) -> None:
+    """Shapes at the example inputs, and for ``symbols`` at other batch sizes and sequence lengths
+    (:func:`_candidate_dims`), every size fitted as a polynomial in them (:func:`tcomp.ir.symbolic.fit`). A symbol
+    whose runs fail or do not fit is dropped: the shapes then specialise to its example size (the notes say so)."""
     gm, inputs = cap.gm, cap.example_inputs
-    tensors = [(k, t) for k, t in enumerate(inputs)
-               if isinstance(t, torch.Tensor) and t.dim() > 0 and not isinstance(t, torch.nn.Parameter)]
     base = _propagate_any(gm, inputs)
-    runs: list[tuple[int, dict]] = []
-    batch = tensors[0][1].shape[0] if tensors else None
-    positions = [k for k, t in tensors if t.shape[0] == batch]
-    if batch is not None and symbolic:
+    candidates = {sym: dims for sym, dims in _candidate_dims(inputs).items() if sym in symbols}
+    example = {sym: inputs[dims[0][0]].shape[dims[0][1]] for sym, dims in candidates.items()}
+    runs = [(dict(example), base)]
+    for sym, dims in list(candidates.items()):
         try:
-            for b in (batch + 2, batch + 5):
-                runs.append((b, _propagate_any(gm, _with_batch(inputs, positions, b))))
-        except Exception as e:  # noqa: BLE001 - a model that only runs at its example shape is specialised
-            cap.notes.append(f"shapes specialised to the example inputs (another batch size fails: "
-                             f"{type(e).__name__})")
-            runs = []
-    fitted = _fit_all(base, [(batch, base)] + runs) if runs else None
-    if fitted is None and runs:
-        cap.notes.append("shapes specialised to the example inputs (some dimension is not affine in the batch)")
-    table = fitted if fitted is not None else base
-    if fitted is not None:
-        cap.batch_inputs = [(p, 0) for p in positions]
-        cap.example_batch = batch
+            runs += [({**example, sym: example[sym] + grown},
+                      _propagate_any(gm, _resized(inputs, dims, example[sym] + grown))) for grown in (2, 5)]
+        except Exception as e:  # noqa: BLE001 - a model that runs only at its example size specialises that size
+            what = "batch size" if sym is B else "length of dimension 1"
+            cap.notes.append(f"shapes specialised to the example's {what} (another fails: {type(e).__name__})")
+            runs = _without(runs, sym, example)
+            del candidates[sym], example[sym]
+    if len(candidates) == 2:  # one run with both grown: the B*S terms of flattened [B, S, ...] tensors
+        grown = {sym: example[sym] + 2 for sym in candidates}
+        try:
+            runs.append((grown, _propagate_any(gm, _resized(_resized(inputs, candidates[B], grown[B]),
+                                                            candidates[S], grown[S]))))
+        except Exception:  # noqa: BLE001
+            runs = _without(runs, S, example)
+            del candidates[S], example[S]
+    fitted = _fit_all(base, runs, list(candidates), cap) if candidates else None
+    table, kept = fitted if fitted is not None else (base, [])
+    cap.dynamic = {dim: sym for sym in kept for dim in candidates[sym]}
+    cap.example = {sym: example[sym] for sym in kept}
     for node in gm.graph.nodes:
         if node.op == "output" or node.name not in table:
             continue
@@ -258,6 +270,26 @@ def _record_shapes_now(cap: Captured, symbolic: bool) -> None:
             node.meta["tcomp_value"] = r
 
 
+def _without(runs: list[tuple[Point, dict]], sym: sympy.Symbol, example: Point) -> list[tuple[Point, dict]]:
+    """The runs at the example's value of ``sym``, their points without it."""
+    return [({s: v for s, v in p.items() if s is not sym}, r) for p, r in runs if p[sym] == example[sym]]
+
+
+def _candidate_dims(inputs: tuple) -> dict[sympy.Symbol, list[tuple[int, int]]]:
+    """The (input, dim) pairs tried as the batch (dim 0 of the inputs whose dim 0 is the first input's) and as the
+    sequence (dim 1 of the inputs of rank 2 or more whose dim 1 is the first such input's, when at least 2: a dim 1
+    of size 1 is a channel, not a sequence)."""
+    tensors = [(k, t) for k, t in enumerate(inputs)
+               if isinstance(t, torch.Tensor) and t.dim() > 0 and not isinstance(t, torch.nn.Parameter)]
+    found: dict[sympy.Symbol, list[tuple[int, int]]] = {}
+    if tensors:
+        found[B] = [(k, 0) for k, t in tensors if t.shape[0] == tensors[0][1].shape[0]]
+    ranked = [(k, t) for k, t in tensors if t.dim() >= 2]
+    if ranked and ranked[0][1].shape[1] >= 2:
+        found[S] = [(k, 1) for k, t in ranked if t.shape[1] == ranked[0][1].shape[1]]
+    return found
+
+
 def _propagate_any(gm: fx.GraphModule, inputs: tuple) -> dict[str, Any]:
     try:
         return propagate(gm, inputs, fake=True)
@@ -265,22 +297,28 @@ def _propagate_any(gm: fx.GraphModule, inputs: tuple) -> dict[str, Any]:
         return propagate(gm, inputs, fake=False)
 
 
-def _fit_all(base: dict, runs: list[tuple[int, dict]]) -> dict | None:
-    """Fit every int in the base results (shapes and int values) as affine in B across the runs."""
-    out = {}
-    for name, r0 in base.items():
+def _fit_all(base: dict, runs: list[tuple[Point, dict]], symbols: list[sympy.Symbol],
+             cap: Captured) -> tuple[dict, list[sympy.Symbol]] | None:
+    """Every shape and int of the base results fitted across the runs, and the symbols it is symbolic in: all of
+    ``symbols``, else the batch alone (the runs at the example's sequence length), else None."""
+    example = runs[0][0]
+    attempts = [symbols] + ([[B]] if len(symbols) == 2 else [])
+    for kept in attempts:
+        subset = [(p, res) for p, res in runs if all(p[sym] == example[sym] for sym in symbols if sym not in kept)]
         try:
-            out[name] = _fit_one(r0, [(b, res[name]) for b, res in runs])
+            return {name: _fit_one(r0, [(p, res[name]) for p, res in subset]) for name, r0 in base.items()}, kept
         except _NotAffine:
-            return None
-    return out
+            what = " and ".join("the batch size" if sym is B else "the length of dimension 1" for sym in kept)
+            cap.notes.append(f"shapes specialised to the example's sizes (some size is not a polynomial of degree "
+                             f"one in {what})")
+    return None
 
 
 class _NotAffine(Exception):
     pass
 
 
-def _fit_one(r0: Any, samples: list[tuple[int, Any]]) -> Any:
+def _fit_one(r0: Any, samples: list[tuple[Point, Any]]) -> Any:
     if isinstance(r0, TensorMeta):
         if any(not isinstance(s, TensorMeta) or len(s.shape) != len(r0.shape) for _, s in samples):
             raise _NotAffine
@@ -311,10 +349,10 @@ class _Varies:
 VARIES = _Varies()
 
 
-def _fit_int(samples: list[tuple[int, int]]) -> Size:
+def _fit_int(samples: list[tuple[Point, int]]) -> Size:
     if any(not isinstance(s, int) or isinstance(s, bool) for _, s in samples):
         raise _NotAffine
-    f = fit_affine(samples)
+    f = fit(samples)
     if f is None:
         raise _NotAffine
     return f

@@ -144,7 +144,7 @@ class _Lowerer:
             else:
                 self.env[node] = self._lower_node(node)
         return Program(name=self.name, inputs=self.inputs, constants=self.constants, ops=self.ops, output=output,
-                       batch_inputs=list(self.cap.batch_inputs), example_batch=self.cap.example_batch)
+                       dynamic=dict(self.cap.dynamic), example=dict(self.cap.example))
 
     def _arg(self, a: Any) -> Any:
         return self.env[a] if isinstance(a, fx.Node) else a

@@ -20,6 +20,15 @@ def symbol(k: int) -> str:
     return opt_einsum.get_symbol(k)
 
 
+def einsum_equation(terms: Sequence[Sequence[str]], out: Sequence[str]) -> str:
+    """The einsum equation of ``terms -> out`` with its indices renamed a, b, ..., Z in order of appearance:
+    torch.einsum takes only the 52 ASCII letters, while a Network's index names run on into unicode."""
+    names = canonical_names((*terms, out))
+    if len(names) > 52:
+        raise ValueError(f"an einsum over {len(names)} distinct indices (torch.einsum takes at most 52)")
+    return ",".join("".join(names[i] for i in t) for t in terms) + "->" + "".join(names[i] for i in out)
+
+
 class IndexPool:
     """Hands out index names not in ``taken``."""
 

@@ -7,21 +7,24 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
+import sympy
 import torch.utils._pytree as pytree
 
 from .ops import Op, Value, is_pure, substitute_inputs
 from .printer import format_op, format_program
 from .sites import Site
+from .symbolic import Point
 
 
 @dataclass
 class Program:
     """A traced model as a tensor-network program.
 
-    ``output`` is a pytree (tuple, dict, ...) whose leaves are Values or Python constants. ``batch_inputs`` lists
-    (input position, dim) pairs whose size is the symbolic batch ``B``; it is empty when the program is specialised
-    to its example shapes. ``sites`` is where the approximate passes keep the sites they found and the options they
-    proposed for the select pass (:mod:`tcomp.ir.sites`).
+    ``output`` is a pytree (tuple, dict, ...) whose leaves are Values or Python constants. ``dynamic`` maps the
+    (input position, dim) pairs whose size is a symbol (the batch ``B``, the sequence ``S``) to it; it is empty when
+    the program is specialised to its example shapes. ``example`` is each symbol's value in the example inputs:
+    where layouts and plans were decided. ``sites`` is where the approximate passes keep the sites they found and the
+    options they proposed for the select pass (:mod:`tcomp.ir.sites`).
     """
 
     name: str
@@ -29,8 +32,8 @@ class Program:
     constants: dict[str, Value]
     ops: list[Op]
     output: Any
-    batch_inputs: list[tuple[int, int]] = field(default_factory=list)
-    example_batch: int | None = None
+    dynamic: dict[tuple[int, int], sympy.Symbol] = field(default_factory=dict)
+    example: Point = field(default_factory=dict)
     sites: dict[str, Site] | None = None  # approximation sites found, with their options; None: not looked for
 
     # -- structure -------------------------------------------------------------------------------------------
@@ -107,7 +110,7 @@ class Program:
         return self.format()
 
 
-def subprogram(ops: list[Op], batch: int | None, name: str = "site") -> Program:
+def subprogram(ops: list[Op], example: Point, name: str = "site") -> Program:
     """``ops`` as a program of their own: the values they read but do not define become its inputs (or constants),
     its output is the last op's."""
     defined = {id(op.out) for op in ops}
@@ -122,6 +125,7 @@ def subprogram(ops: list[Op], batch: int | None, name: str = "site") -> Program:
             else:
                 inputs[id(v)] = Value(v.name, v.shape, v.dtype, kind="input", stride_order=v.stride_order)
     new_ops = [substitute_inputs(op, inputs) for op in ops]
-    batch_inputs = [(k, 0) for k, v in enumerate(inputs.values()) if v.shape and not isinstance(v.shape[0], int)]
-    return Program(name, list(inputs.values()), constants, new_ops, new_ops[-1].out, batch_inputs=batch_inputs,
-                   example_batch=batch)
+    dynamic = {(k, d): size for k, v in enumerate(inputs.values()) for d, size in enumerate(v.shape or ())
+               if isinstance(size, sympy.Symbol)}
+    return Program(name, list(inputs.values()), constants, new_ops, new_ops[-1].out, dynamic=dynamic,
+                   example=dict(example))

@@ -21,14 +21,14 @@ def test_the_ratio_is_cached_and_an_inflated_reference_time_is_lowered(monkeypat
     monkeypatch.setenv("TCOMP_CACHE_DIR", str(tmp_path))
     dense = _linear()
     half = with_dtype(dense, torch.bfloat16)
-    ref_key = option_time.signature(subprogram([dense], None), 1)
+    ref_key = option_time.signature(subprogram([dense], {}), {})
     DiskCache.open("layer-times").put(ref_key, 10.0)  # measured once while the machine was busy
     runs = []
     real = option_time.runnable
     monkeypatch.setattr(option_time, "runnable", lambda *a, **k: runs.append(a) or real(*a, **k))
-    ratio = option_time.time_against([half], [dense], None)
+    ratio = option_time.time_against([half], [dense], {})
     assert 0 < ratio < 10 and len(runs) == 2
-    assert option_time.time_ops([dense], None) < 10.0  # lowered to the fastest seen in turns
-    assert option_time.time_against([half], [dense], None) == ratio and len(runs) == 2  # from the cache
+    assert option_time.time_ops([dense], {}) < 10.0  # lowered to the fastest seen in turns
+    assert option_time.time_against([half], [dense], {}) == ratio and len(runs) == 2  # from the cache
     DiskCache._open.clear()  # a new process reads the same from the file
-    assert option_time.time_against([half], [dense], None) == ratio and len(runs) == 2
+    assert option_time.time_against([half], [dense], {}) == ratio and len(runs) == 2

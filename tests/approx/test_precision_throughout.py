@@ -118,13 +118,13 @@ def test_a_convolution_module_runs_in_its_weights_dtype():
     assert out.dtype == torch.float32 and _relative(out, ref) < 2e-2
 
 
-def _op_cost_time_ops(ops, batch, training=False, repeats=9):
+def _op_cost_time_ops(ops, at, training=False, repeats=9):
     """The same for a site's ops in isolation (tcomp.approx.option_time.time_ops), on the same scale."""
     from tcomp.codegen.runnable import random_inputs, runnable
     from tcomp.ir import subprogram
 
-    program = subprogram(ops, batch)
-    return _op_cost_time(runnable(program, training=training), random_inputs(program, batch or 1))
+    program = subprogram(ops, at)
+    return _op_cost_time(runnable(program, training=training), random_inputs(program, at))
 
 
 @pytest.fixture

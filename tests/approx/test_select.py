@@ -34,14 +34,14 @@ def _relative(a, b):
     return ((a - b).norm() / b.norm()).item()
 
 
-def _flop_time(ops, batch, training=False, repeats=9):
+def _flop_time(ops, at, training=False, repeats=9):
     """A deterministic stand-in for the measured time of ``ops`` (``tcomp.approx.option_time.time_ops``): 1 ns per
     FLOP of their networks plus 1 µs per op, so that which options are faster does not depend on the machine's
     load."""
     from tcomp.contract.plan import network_cost
     from tcomp.ir.symbolic import evaluate
 
-    flops = sum(evaluate(network_cost(op).flops, batch or 1) for op in ops if isinstance(op, Network))
+    flops = sum(evaluate(network_cost(op).flops, at) for op in ops if isinstance(op, Network))
     return float(flops) * 1e-9 + 1e-6 * len(ops)
 
 
@@ -73,17 +73,17 @@ def _op_cost_time(fn, args, repeats=5):
 
 
 def deterministic_layer_times(mp, time_fn=_flop_time):
-    """Make the select pass time sites with ``time_fn`` (ops, batch, ...) instead of measuring: the absolute times
+    """Make the select pass time sites with ``time_fn`` (ops, at, ...) instead of measuring: the absolute times
     and the option-against-dense ratios alike; whole programs by their ops' cost (:func:`_op_cost_time`); and take
     the bf16 GEMM as 2× the float32 one, so the precision pass offers bf16 whatever the machine's load."""
     mp.setattr("tcomp.passes.precision.gemm_speedup", lambda dtype: 2.0)
     mp.setattr("tcomp.approx.selection.median_time", _op_cost_time)
     mp.setattr("tcomp.approx.selection.times_in_turns", lambda gms, args: [_op_cost_time(gm, args) for gm in gms])
     mp.setattr("tcomp.approx.selection.time_ops",
-               lambda ops, batch, training=False, repeats=9, machine=None: time_fn(ops, batch, training, repeats))
+               lambda ops, at, training=False, repeats=9, machine=None: time_fn(ops, at, training, repeats))
     mp.setattr("tcomp.approx.selection.time_against",
-               lambda ops, reference, batch, training=False, rounds=9, machine=None:
-               time_fn(ops, batch, training) / time_fn(reference, batch, training))
+               lambda ops, reference, at, training=False, rounds=9, machine=None:
+               time_fn(ops, at, training) / time_fn(reference, at, training))
 
 
 @pytest.fixture(scope="module")

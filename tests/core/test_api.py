@@ -86,7 +86,20 @@ def test_batch_size_changes_without_recompiling_when_symbolic():
     m = MLP().eval()
     c = tcomp.compile(m, torch.randn(8, 16))
     assert c.report.batch_symbolic
-    for b in (1, 3, 64):
+    for b in (3, 64, 8):
+        x = torch.randn(b, 16)
+        torch.testing.assert_close(c(x), m(x))
+    assert len(c._tcomp_artifacts) == 1
+    x = torch.randn(1, 16)  # a batch of one is another signature (a model may squeeze or broadcast it)
+    torch.testing.assert_close(c(x), m(x))
+    assert sorted(a.guard.examples for a in c._tcomp_artifacts) == [(1,), (8,)]
+
+
+def test_a_program_compiled_at_batch_one_serves_batch_one_and_the_others():
+    m = MLP().eval()
+    c = tcomp.compile(m, torch.randn(1, 16))
+    assert c.report.symbolic == {"B": 1}
+    for b in (1, 5, 2, 1):
         x = torch.randn(b, 16)
         torch.testing.assert_close(c(x), m(x))
     assert len(c._tcomp_artifacts) == 1

@@ -153,3 +153,19 @@ def test_bench_checks_every_target_before_timing_any(tmp_path, capsys):
     f = write(tmp_path, "cli_bench.py", LINEAR)
     line = error_line(capsys, ["bench", "zoo:mlp", f"{f}:make", "--rounds", "1"])
     assert line == f"tcomp: {f}:make: no example inputs; pass --input SHAPE (e.g. --input 8x3x224x224)"
+
+
+@pytest.mark.parametrize("where", ["missing/folder/out.json", "."])
+def test_bench_checks_the_json_path_before_timing_anything(tmp_path, capsys, where):
+    path = str(tmp_path / where)
+    line = error_line(capsys, ["bench", "zoo:mlp", "--rounds", "1", "--json", path])
+    assert line.startswith(f"tcomp: --json {path}: cannot write there")
+
+
+def test_a_reader_that_goes_away_ends_the_command_quietly():
+    """``tcomp zoo | head -0``: the pipe closes before tcomp writes; no BrokenPipeError traceback."""
+    proc = subprocess.Popen([sys.executable, "-m", "tcomp.cli", "zoo"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait() == 141 and "Traceback" not in err and "BrokenPipe" not in err, err

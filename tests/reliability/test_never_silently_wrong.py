@@ -221,6 +221,25 @@ def test_a_call_that_broadcasts_one_input_is_another_signature_not_the_end_of_co
     assert "Traceback" not in capsys.readouterr().err
 
 
+class Squeezed(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x):
+        return self.fc(x).squeeze()
+
+
+def test_a_batch_of_one_is_another_signature_a_squeeze_drops_it():
+    """The program fitted at batch 8 served batch 1 and returned [1, 3] where eager's squeeze returns [3]."""
+    model = Squeezed().eval()
+    compiled = tcomp.compile(model, torch.randn(8, 4), strict=True)
+    x = torch.randn(1, 4)
+    out = compiled(x)
+    assert out.shape == model(x).shape == (3,)
+    _close(out, model(x))
+
+
 class Scaled(nn.Module):
     def __init__(self):
         super().__init__()
