@@ -3,9 +3,10 @@
 The returned :class:`CompiledModule` is an ordinary ``nn.Module``; the compilation itself is
 :func:`tcomp.pipeline.build`. It keeps the original model as a submodule
 (its ``state_dict`` has exactly the original keys) and a cache of compiled programs, each with a guard on the
-input signature (dtypes, devices, shapes — the batch and sequence dimensions are free where the program is
-symbolic in them — the values of non-tensor arguments, and train/eval mode). A call that matches no guard compiles again with the new
-inputs as examples; nothing ever runs a program on inputs it was not compiled for.
+input signature (dtypes, devices, shapes — the batch and sequence dimensions are free, within the range the
+program was fitted on, where it is symbolic in them — the values of non-tensor arguments, and train/eval mode). A
+call that matches no guard compiles again with the new inputs as examples; nothing ever runs a program on inputs
+it was not compiled for.
 
 Failure handling: when capture or compilation fails, ``strict=True`` raises; otherwise the module warns once
 and runs the original model eagerly for that signature. If a compiled program raises at run time on an input
@@ -45,21 +46,25 @@ class _Guard:
     """What an input signature must match: the arguments' names (a keyword passed under another name is another
     call), per argument a (dtype, device, shape) spec for tensors — with the symbol's name for the symbolic dims
     (the batch ``B``, the sequence ``S``): all dims of one symbol must have one size (an input broadcast along it is
-    another signature), at least 2 or the example's (at 1 a model may squeeze or broadcast a dim, which a program
-    fitted at larger sizes did not see; torch.export assumes 2 or more too) — or the value itself, plus the module's training flag. With
-    ``autograd`` (compilations under a memory budget, whose artifact is a traced training step), also whether
-    gradients are enabled and which tensor arguments require grad."""
+    another signature), within the range of sizes the program was fitted on (from 2, or the example's when that is
+    1: at 1 a model may squeeze or broadcast a dim, which a program fitted at larger sizes did not see; up to the
+    largest size probed) — or the value itself, plus the module's training flag. A program captured by
+    torch.export also carries export's guards on the sizes (``size_guards``: the branches the model's Python took
+    on them). With ``autograd`` (compilations under a memory budget, whose artifact is a traced training step), also
+    whether gradients are enabled and which tensor arguments require grad."""
 
     names: tuple[str, ...]
     specs: tuple
     training: bool
     autograd: tuple | None = None
     dynamic: tuple[tuple[tuple[int, int], ...], ...] = ()  # per symbol, its (argument, dim) pairs
-    examples: tuple[int, ...] = ()  # per symbol, its size in the example
+    ranges: tuple[tuple[int, int], ...] = ()  # per symbol, the sizes the program was fitted on (lowest, highest)
+    size_guards: Any = None  # torch.export's checks of the sizes (frontend.capture._export), given the tensors
 
     @staticmethod
     def of(arguments: Arguments, training: bool, dynamic: dict[tuple[int, int], str],
-           autograd: bool = False) -> "_Guard":
+           ranges: dict[str, tuple[int, int]] | None = None, autograd: bool = False,
+           size_guards: Any = None) -> "_Guard":
         args = arguments.values
         specs = []
         for k, a in enumerate(args):
@@ -68,10 +73,10 @@ class _Guard:
                 specs.append(("tensor", a.dtype, a.device, shape))
             else:
                 specs.append(("value", a))
-        by_symbol = tuple(tuple(sorted(dim for dim, n in dynamic.items() if n == name))
-                          for name in sorted(set(dynamic.values())))
+        names = sorted(set(dynamic.values()))
+        by_symbol = tuple(tuple(sorted(dim for dim, n in dynamic.items() if n == name)) for name in names)
         return _Guard(arguments.names, tuple(specs), training, _autograd_state(args) if autograd else None, by_symbol,
-                      tuple(args[dims[0][0]].shape[dims[0][1]] for dims in by_symbol))
+                      tuple(ranges[name] for name in names), size_guards)
 
     def describe(self) -> str:
         """The signature in a few words: ``x: float32[B, S, 768], mode eval``."""
@@ -96,15 +101,28 @@ class _Guard:
                     return False
             elif isinstance(a, torch.Tensor) or not _same_value(a, spec[1]):
                 return False
-        for dims, example in zip(self.dynamic, self.examples):
+        for dims, (lowest, highest) in zip(self.dynamic, self.ranges):
             sizes = {args[k].shape[d] for k, d in dims}
-            if len(sizes) != 1 or (min(sizes) < 2 and sizes != {example}):
+            if len(sizes) != 1 or not lowest <= min(sizes) <= highest:
                 return False
+        return any_length or self.size_guards is None or self._sizes_pass(arguments)
+
+    def _sizes_pass(self, arguments: Arguments) -> bool:
+        try:
+            self.size_guards(*arguments.tensors)
+        except Exception:  # noqa: BLE001 - an AssertionError: a branch the program took on the example's sizes goes
+            return False    # the other way here (anything else: not provably the same, so compile again)
         return True
 
 
 def _autograd_state(args: tuple) -> tuple:
     return torch.is_grad_enabled(), tuple(a.requires_grad for a in args if isinstance(a, torch.Tensor))
+
+
+def _running_statistics(model: nn.Module) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The buffers a training-mode forward updates in place (batch norm's running statistics), with copies."""
+    return [(b, b.clone()) for m in model.modules() if m.training and getattr(m, "track_running_stats", False)
+            for b in m.buffers(recurse=False)]
 
 
 def _same_value(a: Any, b: Any) -> bool:
@@ -198,11 +216,15 @@ class CompiledModule(nn.Module):
             return self._orig_mod(*args, **kwargs)
         # the GraphModule's forward itself, not fx's call wrapper, which prints a traceback of its own on an error
         run = art.gm.forward if art.runner is None or art.runner is art.gm else art.runner
+        statistics = _running_statistics(self._orig_mod) if training else []
         try:
             return run(*arguments.tensors)
         except Exception as err:  # noqa: BLE001 - never crash where eager would not
             if self._tcomp_options.strict:
                 raise
+            with torch.no_grad():  # the failed program may have updated them already: eager updates them once
+                for buffer, value in statistics:
+                    buffer.copy_(value)
             result = self._orig_mod(*args, **kwargs)
             art.gm = art.runner = None
             art.report.status = "eager fallback"
@@ -221,7 +243,8 @@ class CompiledModule(nn.Module):
         try:
             b = build(model, arguments, opts, self._tcomp_name, earlier_selection=self._tcomp_selection,
                       symbols=self._symbols(arguments))
-            guard = _Guard.of(arguments, model.training, b.dynamic, opts.memory_budget is not None)
+            guard = _Guard.of(arguments, model.training, b.dynamic, b.ranges, opts.memory_budget is not None,
+                              b.size_guards)
             art = _Artifact(guard, b.report, b.gm, b.program, _StateGuard.of(model, list(b.program.constants)),
                             b.runner, b.selection)
         except Exception as err:  # noqa: BLE001
@@ -231,7 +254,7 @@ class CompiledModule(nn.Module):
             warnings.warn(f"tcomp: cannot compile {self._tcomp_name} ({reason}); running it eagerly",
                           TcompWarning, stacklevel=3)
             report = CompileReport(self._tcomp_name, status="eager fallback", fallback_reason=reason)
-            art = _Artifact(_Guard.of(arguments, model.training, {}, opts.memory_budget is not None), report)
+            art = _Artifact(_Guard.of(arguments, model.training, {}, {}, opts.memory_budget is not None), report)
         self._tcomp_artifacts.insert(0, art)
         if len(self._tcomp_artifacts) > MAX_PROGRAMS:
             dropped = self._tcomp_artifacts.pop()
@@ -243,10 +266,10 @@ class CompiledModule(nn.Module):
         return art
 
     def _symbols(self, arguments: Arguments) -> tuple[sympy.Symbol, ...]:
-        """The sizes to try as symbolic (``dynamic=``): automatically, the sequence once a program exists for
-        another length of dimension 1 and otherwise these very inputs — as torch.compile's automatic dynamic shapes,
-        so that a dimension 1 of fixed length (an RNN's steps, a tensor network's sites, channels) keeps the passes
-        that need its size."""
+        """The sizes to try as symbolic (``dynamic=``). Automatically (None): the batch always; the sequence once a
+        call arrives that a compiled program would match but for the length of dimension 1 — as torch.compile's
+        automatic dynamic shapes, so that a dimension 1 of fixed length (an RNN's steps, a tensor network's sites,
+        channels) keeps the passes that need its size."""
         dynamic = self._tcomp_options.dynamic
         if dynamic is not None:
             return (B, S) if dynamic else ()

@@ -18,6 +18,7 @@ import sympy
 import torch
 import torch.fx as fx
 import torch.nn as nn
+import torch.utils._pytree as pytree
 
 from tcomp import passes
 from tcomp.approx.calibration import Calibration
@@ -29,8 +30,9 @@ from tcomp.codegen.inductor import compile_with_inductor
 from tcomp.cost import machine_model
 from tcomp.distributed import agree
 from tcomp.frontend.arguments import Arguments, CallTemplate
-from tcomp.frontend.capture import Captured, capture, preserved_state
+from tcomp.frontend.capture import CaptureError, Captured, capture, preserved_state
 from tcomp.frontend.lower import lower
+from tcomp.frontend.outputs import in_eager_structure
 from tcomp.ir import Program
 from tcomp.ir.analysis import deterministic
 from tcomp.ir.symbolic import B
@@ -53,6 +55,8 @@ class Build:
     report: CompileReport
     dynamic: dict[tuple[int, int], str]
     selection: Selection | None
+    ranges: dict[str, tuple[int, int]]        # per symbol, the sizes (lowest, highest) the program was fitted on
+    size_guards: Callable | None = None
 
 
 def check(opts: Options) -> list[Pass]:
@@ -66,6 +70,11 @@ def build(model: nn.Module, arguments: Arguments, opts: Options, name: str,
     """Capture, lower, optimise and emit ``model`` for the example call ``arguments``. ``earlier_selection``: the
     choices of an earlier approximate compilation of this model, re-applied as they are; ``symbols``: the sizes
     tried as symbolic (:func:`tcomp.frontend.capture.capture`)."""
+    held = [name for name, v in zip(arguments.names, arguments.values)
+            if not isinstance(v, torch.Tensor) and any(isinstance(x, torch.Tensor) for x in pytree.tree_leaves(v))]
+    if held:  # fixed at trace time, such tensors would be read from the example on every call
+        raise CaptureError(f"tensors inside a container argument ({', '.join(held)}) are not compiled; pass them "
+                           f"as tensor arguments of forward")
     timings: dict[str, float] = {}
     with _timed(timings, "eager"):
         eager = _Eager(model, arguments)  # inputs the model rejects fail here, with eager's own error
@@ -77,15 +86,18 @@ def build(model: nn.Module, arguments: Arguments, opts: Options, name: str,
     positions = arguments.tensor_positions
     example = arguments.tensors
     dynamic = {(positions[p], d): sym.name for (p, d), sym in cap.dynamic.items()}
+    ranges = {sym.name: span for sym, span in cap.ranges.items()}
     if opts.memory_budget is not None and _trains(model):
         runner, memory = _rematerialized(model, arguments, gm, opts.memory_budget)
         timings["rematerialize"] = memory["compile_time"]
         notes = [f"memory_budget={opts.memory_budget}: the training step runs rematerialized forward and backward "
                  f"graphs (eager backend), specialised to the example shapes"]
-        dynamic, backend = {}, "eager"
+        dynamic, ranges, backend = {}, {}, "eager"
     else:
-        runner, notes = _backend(opts.backend, result.program, gm, example, timings)
+        with preserved_state(model):  # compiling and timing run the program: a training-mode batch norm's statistics
+            runner, notes = _backend(opts.backend, result.program, gm, example, timings)  # must not move
         memory, backend = None, "inductor" if runner is not gm else "eager"
+        runner = in_eager_structure(runner, gm, eager.outputs, cap.flat_spec)
         if opts.memory_budget is not None:
             notes.append(f"memory_budget={opts.memory_budget} applies to training: this signature runs in eval mode "
                          f"or without gradients, so nothing is rematerialized")
@@ -96,8 +108,9 @@ def build(model: nn.Module, arguments: Arguments, opts: Options, name: str,
         if problem is not None:
             raise VerificationError(f"the compiled program's results differ from eager's on the example inputs: "
                                     f"{problem}")
-    report = _report(name, cap, result, timings, dynamic, backend, notes, memory)
-    return Build(runner, gm, result.program, report, dynamic, result.selection)
+    report = _report(name, cap, result, timings, ranges, backend, notes, memory)
+    return Build(runner, gm, result.program, report, dynamic, result.selection, ranges,
+                 cap.size_guards if dynamic else None)
 
 
 def _compile(model: nn.Module, arguments: Arguments, opts: Options, name: str, earlier_selection: Selection | None,
@@ -221,9 +234,9 @@ def _rematerialized(model: nn.Module, arguments: Arguments, gm: fx.GraphModule,
 
 
 def _report(name: str, cap: Captured, result: PipelineResult, timings: dict[str, float],
-            dynamic: dict, backend: str, notes: list[str], memory: dict | None) -> CompileReport:
+            ranges: dict[str, tuple[int, int]], backend: str, notes: list[str], memory: dict | None) -> CompileReport:
     report = CompileReport(
-        name, capture=cap.method, example=dict(cap.example) if dynamic else {},
+        name, capture=cap.method, example=dict(cap.example), ranges=dict(ranges),
         notes=list(cap.notes) + notes, passes=result.reports, snapshots=result.snapshots,
         flops_before=result.reports[0].flops_before if result.reports else 0,
         flops_after=result.reports[-1].flops_after if result.reports else 0, timings=timings, backend=backend)

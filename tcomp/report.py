@@ -17,7 +17,8 @@ class CompileReport:
     model: str
     status: str = "compiled"            # "compiled" or "eager fallback"
     capture: str = ""                   # "fx" or "export"
-    example: Point = field(default_factory=dict)  # each symbolic size's value in the example (empty: specialised)
+    example: Point = field(default_factory=dict)  # the example's value of each symbol the program's sizes are in
+    ranges: dict[str, tuple[int, int]] = field(default_factory=dict)  # per symbol, the sizes served (empty: specialised)
     notes: list[str] = field(default_factory=list)
     passes: list[PassReport] = field(default_factory=list)
     snapshots: list[tuple[str, str]] = field(default_factory=list)
@@ -34,12 +35,12 @@ class CompileReport:
 
     @property
     def batch_symbolic(self) -> bool:
-        return any(sym.name == "B" for sym in self.example)
+        return "B" in self.ranges
 
     @property
     def symbolic(self) -> dict[str, int]:
-        """The symbolic sizes and their example values: ``{"B": 8, "S": 128}``."""
-        return {sym.name: v for sym, v in self.example.items()}
+        """The symbolic sizes of the compiled program and their example values: ``{"B": 8, "S": 128}``."""
+        return {sym.name: v for sym, v in self.example.items() if sym.name in self.ranges}
 
     def flops_at(self, which: str, at: Point | int | None = None) -> int:
         """FLOPs per call at ``at`` (a batch size or a value per symbol), by default the example's."""
@@ -49,7 +50,8 @@ class CompileReport:
     def to_dict(self) -> dict:
         return {
             "model": self.model, "status": self.status, "capture": self.capture,
-            "symbolic": self.symbolic, "notes": list(self.notes),
+            "symbolic": self.symbolic, "symbolic_ranges": {k: list(v) for k, v in self.ranges.items()},
+            "notes": list(self.notes),
             "flops_before": str(self.flops_before), "flops_after": str(self.flops_after),
             "flops_before_at_example": self.flops_at("before"), "flops_after_at_example": self.flops_at("after"),
             "compile_time_s": round(self.compile_time_s, 4),
@@ -86,9 +88,10 @@ class CompileReport:
 
     def _shapes(self) -> str:
         names = {"B": "batch B", "S": "sequence length S"}
-        if not self.example:
+        if not self.ranges:
             return "specialised to the example shapes"
-        return "symbolic " + " and ".join(f"{names[s]} (example {v})" for s, v in self.symbolic.items())
+        return "symbolic " + " and ".join(f"{names[s]} (example {v}, serves {'..'.join(map(str, self.ranges[s]))})"
+                                          for s, v in self.symbolic.items())
 
 
 def _mib(nbytes: int) -> str:

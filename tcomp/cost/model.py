@@ -1,7 +1,8 @@
 """The cost model: FLOPs, memory traffic, transposition copies and kernel launches, priced in seconds.
 
 Every quantity is a size expression (an ``int`` or a sympy expression in the batch and sequence symbols ``B``,
-``S``), so a plan's cost can be evaluated over a range of batch sizes and sequence lengths. The time of a cost is a roofline-style sum
+``S``), so a plan's cost can be evaluated over a range of batch sizes and sequence lengths. The time of a cost is
+a roofline-style sum
 
     time = flops / gemm_rate + bytes / bandwidth + copy_bytes / copy_bandwidth + launches * launch_overhead
 

@@ -37,7 +37,7 @@ class Arguments:
         values: list = []
         names: list[str] = []
         slots: list[str | None] = []
-        for name, value in bound.arguments.items():
+        for position, (name, value) in enumerate(bound.arguments.items()):
             kind = signature.parameters[name].kind
             if kind == inspect.Parameter.VAR_POSITIONAL:
                 values += value
@@ -47,10 +47,11 @@ class Arguments:
                 values += value.values()
                 names += value.keys()
                 slots += value.keys()
-            else:
-                values.append(value)
+            else:  # a parameter the call left to its default goes back by name: wrappers (Hugging Face's
+                values.append(value)  # decorators) may fill it in as a keyword themselves
                 names.append(name)
-                slots.append(None if kind in _POSITIONAL else name)
+                passed_by_position = kind in _POSITIONAL and position < len(args)
+                slots.append(None if passed_by_position or kind == inspect.Parameter.POSITIONAL_ONLY else name)
         fixed = all(p.kind in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
                     for p in signature.parameters.values())
         return Arguments(tuple(values), tuple(names), tuple(slots), fixed)

@@ -26,6 +26,9 @@ import torch.utils._pytree as pytree
 
 from tcomp.ir.symbolic import B, S, Point, Size, fit
 
+from .huggingface import prepare
+from .outputs import plain
+
 
 class CaptureError(RuntimeError):
     """Neither torch.fx nor torch.export could capture the model."""
@@ -38,7 +41,10 @@ class Captured:
     example_inputs: tuple
     dynamic: dict[tuple[int, int], sympy.Symbol] = field(default_factory=dict)  # (input, dim) -> B or S
     example: Point = field(default_factory=dict)  # the example's value of each symbol
+    ranges: dict[sympy.Symbol, tuple[int, int]] = field(default_factory=dict)  # the sizes each symbol was fitted on
     notes: list[str] = field(default_factory=list)
+    flat_spec: pytree.TreeSpec | None = None   # the structure of the flat outputs gm returns (see frontend.outputs)
+    size_guards: Any = None   # export's checks on the input sizes (see _export), called with the input tensors
 
 
 def capture(model: torch.nn.Module, example_inputs: tuple, call: Any = None,
@@ -53,8 +59,10 @@ def capture(model: torch.nn.Module, example_inputs: tuple, call: Any = None,
     specialises the shapes to the example's.
     """
     notes: list[str] = []
+    prepare(model)
     if call is not None:
         model = _with_fixed_arguments(model, call)
+    flat_spec = size_guards = None
     try:
         gm = fx.symbolic_trace(model)
         method = "fx"
@@ -62,13 +70,14 @@ def capture(model: torch.nn.Module, example_inputs: tuple, call: Any = None,
         fx_msg = _describe_trace_error(fx_error)
         notes.append(f"torch.fx could not trace the model ({fx_msg}); used torch.export instead")
         try:
-            gm = _export(model, example_inputs)
+            gm, flat_spec, size_guards = _export(model, example_inputs)
             method = "export"
         except Exception as export_error:  # noqa: BLE001
             raise CaptureError(
                 f"cannot capture {type(model).__name__}: torch.fx failed with {fx_msg}; "
                 f"torch.export failed with {_describe_trace_error(export_error)}") from export_error
-    cap = Captured(gm=gm, method=method, example_inputs=tuple(example_inputs), notes=notes)
+    cap = Captured(gm=gm, method=method, example_inputs=tuple(example_inputs), notes=notes,
+                   flat_spec=flat_spec, size_guards=size_guards)
     _record_shapes(cap, symbols)
     return cap
 
@@ -103,22 +112,35 @@ def _with_fixed_arguments(model: torch.nn.Module, call: Any) -> torch.nn.Module:
     return wrapper
 
 
-def _export(model: torch.nn.Module, example_inputs: tuple) -> fx.GraphModule:
-    """torch.export's graph as a plain GraphModule: positional tensor inputs, the model's own output structure.
+def _export(model: torch.nn.Module, example_inputs: tuple) -> tuple[fx.GraphModule, pytree.TreeSpec | None, Any]:
+    """torch.export's graph as a plain GraphModule with positional tensor inputs, the structure of its flat outputs
+    where they are flat (else None), and its size guards.
 
     ``ExportedProgram.module()`` flattens inputs and outputs with pytree code generation; tcomp's inputs are
-    already a flat tuple of tensors, so only the output structure is put back into the output node.
+    already a flat tuple of tensors. The output structure is put back into the output node where fx can write it
+    (tuples, lists, dicts); other structures are rebuilt around the runner (:mod:`tcomp.frontend.outputs`). The
+    candidate batch and sequence dims are exported as ``Dim.AUTO``, so the graph runs at other sizes where the
+    model allows (capture then fits them). What the model's Python decided on those sizes (``if x.shape[0] > 2``,
+    ``if B < S``, a position table's length) export records as guards: ``_guards_fn`` raises an AssertionError
+    where they fail. It runs inside the graph while capture probes other sizes, and the compiled module calls it
+    before running the program: a call that fails it is another signature.
     """
-    ep = torch.export.export(model, tuple(example_inputs), strict=False)
+    dims: dict[int, dict[int, Any]] = {}
+    for sym_dims in _candidate_dims(example_inputs).values():
+        for k, d in sym_dims:
+            dims.setdefault(k, {})[d] = torch.export.Dim.AUTO
+    shapes = tuple(dims.get(k) for k in range(len(example_inputs)))
+    ep = torch.export.export(model, tuple(example_inputs), dynamic_shapes=shapes, strict=False)
     gm = ep.module()
     codegen = gm.graph._codegen
     out_spec = getattr(getattr(codegen, "pytree_info", None), "out_spec", None)
     if out_spec is not None:
-        out_node = next(n for n in gm.graph.nodes if n.op == "output")
-        out_node.args = (pytree.tree_unflatten(list(out_node.args[0]), out_spec),)
+        if plain(out_spec):
+            out_node = next(n for n in gm.graph.nodes if n.op == "output")
+            out_node.args = (pytree.tree_unflatten(list(out_node.args[0]), out_spec),)
         gm.graph._codegen = fx.graph.CodeGen()
         gm.recompile()
-    return gm
+    return gm, None if out_spec is None or plain(out_spec) else out_spec, getattr(gm, "_guards_fn", None)
 
 
 def _describe_trace_error(err: BaseException) -> str:
@@ -230,35 +252,47 @@ def _record_shapes(cap: Captured, symbols: tuple[sympy.Symbol, ...]) -> None:
 
 
 def _record_shapes_now(cap: Captured, symbols: tuple[sympy.Symbol, ...]) -> None:
-    """Shapes at the example inputs, and for ``symbols`` at other batch sizes and sequence lengths
-    (:func:`_candidate_dims`), every size fitted as a polynomial in them (:func:`tcomp.ir.symbolic.fit`). A symbol
-    whose runs fail or do not fit is dropped: the shapes then specialise to its example size (the notes say so)."""
+    """Shapes at the example inputs and, for ``symbols``, at other batch sizes and sequence lengths
+    (:func:`_candidate_dims`, :func:`_probe_sizes`), every size fitted as a polynomial in them
+    (:func:`tcomp.ir.symbolic.fit`). A fit is only known to hold between the sizes it was probed at: each symbol
+    keeps the widest range of probes its shapes fit (``cap.ranges``; the compiled module serves that range, and
+    compiles again outside it). A symbol with no such range is dropped, and the shapes specialise to its example
+    size (the notes say so)."""
     gm, inputs = cap.gm, cap.example_inputs
     base = _propagate_any(gm, inputs)
     candidates = {sym: dims for sym, dims in _candidate_dims(inputs).items() if sym in symbols}
     example = {sym: inputs[dims[0][0]].shape[dims[0][1]] for sym, dims in candidates.items()}
-    runs = [(dict(example), base)]
-    for sym, dims in list(candidates.items()):
-        try:
-            runs += [({**example, sym: example[sym] + grown},
-                      _propagate_any(gm, _resized(inputs, dims, example[sym] + grown))) for grown in (2, 5)]
-        except Exception as e:  # noqa: BLE001 - a model that runs only at its example size specialises that size
+    windows: dict[sympy.Symbol, list[tuple[Point, dict]]] = {}
+    for sym, dims in candidates.items():
+        probes = []
+        for size in _probe_sizes(example[sym]):
+            try:
+                probes.append(({**example, sym: size}, _propagate_any(gm, _resized(inputs, dims, size))))
+            except Exception:  # noqa: BLE001 - the model does not run at that size: a narrower range
+                continue
+        window = _widest_fitting(base, example, sym, probes)
+        if window is None:
             what = "batch size" if sym is B else "length of dimension 1"
-            cap.notes.append(f"shapes specialised to the example's {what} (another fails: {type(e).__name__})")
-            runs = _without(runs, sym, example)
-            del candidates[sym], example[sym]
-    if len(candidates) == 2:  # one run with both grown: the B*S terms of flattened [B, S, ...] tensors
-        grown = {sym: example[sym] + 2 for sym in candidates}
+            cap.notes.append(f"shapes specialised to the example's {what} (no range of probed sizes around it "
+                             f"fits: a size the model fails at, or one that is not a polynomial of degree one)")
+        else:
+            windows[sym] = window
+    runs = [(dict(example), base)] + [run for window in windows.values() for run in window]
+    if len(windows) == 2:  # one run with both grown: the B*S terms of flattened [B, S, ...] tensors
+        grown = {sym: example[sym] + 2 for sym in windows}
         try:
             runs.append((grown, _propagate_any(gm, _resized(_resized(inputs, candidates[B], grown[B]),
                                                             candidates[S], grown[S]))))
         except Exception:  # noqa: BLE001
-            runs = _without(runs, S, example)
-            del candidates[S], example[S]
-    fitted = _fit_all(base, runs, list(candidates), cap) if candidates else None
+            del windows[S]
+    kept = list(windows)
+    runs = [({sym: p[sym] for sym in kept}, r) for p, r in runs if all(p[s] == example[s] for s in candidates
+                                                                       if s not in kept)]
+    fitted = _fit_all(base, runs, kept, cap) if kept else None
     table, kept = fitted if fitted is not None else (base, [])
     cap.dynamic = {dim: sym for sym in kept for dim in candidates[sym]}
     cap.example = {sym: example[sym] for sym in kept}
+    cap.ranges = {sym: (min(p[sym] for p, _ in runs), max(p[sym] for p, _ in runs)) for sym in kept}
     for node in gm.graph.nodes:
         if node.op == "output" or node.name not in table:
             continue
@@ -270,9 +304,32 @@ def _record_shapes_now(cap: Captured, symbols: tuple[sympy.Symbol, ...]) -> None
             node.meta["tcomp_value"] = r
 
 
-def _without(runs: list[tuple[Point, dict]], sym: sympy.Symbol, example: Point) -> list[tuple[Point, dict]]:
-    """The runs at the example's value of ``sym``, their points without it."""
-    return [({s: v for s, v in p.items() if s is not sym}, r) for p, r in runs if p[sym] == example[sym]]
+def _probe_sizes(example: int) -> list[int]:
+    """Where a symbol is probed besides its example: the smallest symbolic size (2), two sizes just above the
+    example (enough to fit a line and check it), and one far above (twice the example and 8 more: shape
+    propagation on real tensors costs in proportion) — a size that is constant only above some length
+    (``x[:, :10]``) or a flag that flips (``x.shape[1] > 6``) shows up as a size that does not fit."""
+    return sorted({2, example + 2, example + 5, 2 * example + 8} - {example})
+
+
+def _widest_fitting(base: dict, example: Point, sym: sympy.Symbol,
+                    probes: list[tuple[Point, dict]]) -> list[tuple[Point, dict]] | None:
+    """The probes of the widest range around the example whose shapes all fit one polynomial in ``sym`` (dropping
+    the far probe first, then the smallest), or None. The two sizes just above the example must be in it."""
+    near = {example[sym] + 2, example[sym] + 5}
+    if not near <= {p[sym] for p, _ in probes}:
+        return None
+    far, small = max(p[sym] for p, _ in probes), min(p[sym] for p, _ in probes)
+    for dropped in ((), (far,), (small,), (far, small)):
+        window = [(p, r) for p, r in probes if p[sym] in near or p[sym] not in dropped]
+        runs = [({sym: example[sym]}, base)] + [({sym: p[sym]}, r) for p, r in window]
+        try:
+            for name, r0 in base.items():
+                _fit_one(r0, [(p, res[name]) for p, res in runs])
+        except _DoesNotFit:
+            continue
+        return window
+    return None
 
 
 def _candidate_dims(inputs: tuple) -> dict[sympy.Symbol, list[tuple[int, int]]]:
@@ -299,7 +356,7 @@ def _propagate_any(gm: fx.GraphModule, inputs: tuple) -> dict[str, Any]:
 
 def _fit_all(base: dict, runs: list[tuple[Point, dict]], symbols: list[sympy.Symbol],
              cap: Captured) -> tuple[dict, list[sympy.Symbol]] | None:
-    """Every shape and int of the base results fitted across the runs, and the symbols it is symbolic in: all of
+    """Every shape, int and flag of the base results fitted across the runs, and the symbols it is symbolic in: all of
     ``symbols``, else the batch alone (the runs at the example's sequence length), else None."""
     example = runs[0][0]
     attempts = [symbols] + ([[B]] if len(symbols) == 2 else [])
@@ -307,30 +364,32 @@ def _fit_all(base: dict, runs: list[tuple[Point, dict]], symbols: list[sympy.Sym
         subset = [(p, res) for p, res in runs if all(p[sym] == example[sym] for sym in symbols if sym not in kept)]
         try:
             return {name: _fit_one(r0, [(p, res[name]) for p, res in subset]) for name, r0 in base.items()}, kept
-        except _NotAffine:
+        except _DoesNotFit:
             what = " and ".join("the batch size" if sym is B else "the length of dimension 1" for sym in kept)
             cap.notes.append(f"shapes specialised to the example's sizes (some size is not a polynomial of degree "
                              f"one in {what})")
     return None
 
 
-class _NotAffine(Exception):
+class _DoesNotFit(Exception):
     pass
 
 
 def _fit_one(r0: Any, samples: list[tuple[Point, Any]]) -> Any:
     if isinstance(r0, TensorMeta):
         if any(not isinstance(s, TensorMeta) or len(s.shape) != len(r0.shape) for _, s in samples):
-            raise _NotAffine
+            raise _DoesNotFit
         shape = tuple(_fit_int([(b, s.shape[d]) for b, s in samples]) for d in range(len(r0.shape)))
         return TensorMeta(shape, r0.dtype)
-    if isinstance(r0, bool) or r0 is None:
+    if isinstance(r0, bool) or r0 is None:  # a flag computed from a size (``x.shape[1] > 6``) must not flip
+        if any(s != r0 for _, s in samples):
+            raise _DoesNotFit
         return r0
     if isinstance(r0, int):
         return _fit_int([(b, s) for b, s in samples])
     if isinstance(r0, (tuple, list)):
         if any(not isinstance(s, (tuple, list)) or len(s) != len(r0) for _, s in samples):
-            raise _NotAffine
+            raise _DoesNotFit
         return type(r0)(_fit_one(r0[i], [(b, s[i]) for b, s in samples]) for i in range(len(r0)))
     if isinstance(r0, dict):
         return {k: _fit_one(v, [(b, s[k]) for b, s in samples]) for k, v in r0.items()}
@@ -340,10 +399,10 @@ def _fit_one(r0: Any, samples: list[tuple[Point, Any]]) -> Any:
 
 
 class _Varies:
-    """A non-integer value that changes with the batch size (kept as a computed value, never folded)."""
+    """A non-integer value that changes with the symbolic sizes (kept as a computed value, never folded)."""
 
     def __repr__(self) -> str:
-        return "<varies with batch>"
+        return "<varies with the sizes>"
 
 
 VARIES = _Varies()
@@ -351,8 +410,8 @@ VARIES = _Varies()
 
 def _fit_int(samples: list[tuple[Point, int]]) -> Size:
     if any(not isinstance(s, int) or isinstance(s, bool) for _, s in samples):
-        raise _NotAffine
+        raise _DoesNotFit
     f = fit(samples)
     if f is None:
-        raise _NotAffine
+        raise _DoesNotFit
     return f

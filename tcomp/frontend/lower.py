@@ -140,14 +140,25 @@ class _Lowerer:
             elif node.op == "output":
                 output = pytree.tree_map(self._arg, node.args[0])
             elif node not in from_data and _is_constant(node.meta.get("tcomp_value", _MISSING)):
-                self.env[node] = node.meta["tcomp_value"]  # a shape computation that does not depend on B
+                self.env[node] = node.meta["tcomp_value"]  # a shape computation that is constant at every size probed
             else:
                 self.env[node] = self._lower_node(node)
         return Program(name=self.name, inputs=self.inputs, constants=self.constants, ops=self.ops, output=output,
                        dynamic=dict(self.cap.dynamic), example=dict(self.cap.example))
 
     def _arg(self, a: Any) -> Any:
+        if isinstance(a, slice) and any(isinstance(p, fx.Node) for p in (a.start, a.stop, a.step)):
+            return self._slice(a)
         return self.env[a] if isinstance(a, fx.Node) else a
+
+    def _slice(self, a: slice) -> Any:
+        """A slice whose bounds are computed (``pos[:x.shape[1]]``): pytree does not look inside slices, so a bound
+        that is a Value becomes an op of its own, ``slice(start, stop, step)``, that the indexing op reads."""
+        parts = tuple(self._arg(p) for p in (a.start, a.stop, a.step))
+        if not any(isinstance(p, Value) for p in parts):
+            return slice(*parts)
+        name = f"slice_{sum(isinstance(op, Call) and op.target is slice for op in self.ops)}"
+        return self._emit(Call(Value(name, None, None), slice, "function", parts, {}))
 
     def _get_attr(self, node: fx.Node) -> Any:
         obj = _fetch(self.gm, node.target)

@@ -74,10 +74,13 @@ def test_shape_dependent_control_flow_uses_torch_export():
     m = ShapeDependent().eval()
     x = torch.randn(3, 4)
     c = tcomp.compile(m, x, strict=True)
-    assert c.report.capture == "export" and not c.report.batch_symbolic
+    assert c.report.capture == "export" and c.report.batch_symbolic  # export's guard: the batch is at least 3
     assert any(isinstance(op, Network) for op in c.program.ops)
     torch.testing.assert_close(c(x), m(x))
-    y = torch.randn(2, 4)  # another shape: a guarded recompile, not a wrong answer
+    z = torch.randn(7, 4)  # the same branch: the same program
+    torch.testing.assert_close(c(z), m(z))
+    assert len(c._tcomp_artifacts) == 1
+    y = torch.randn(2, 4)  # the other branch: a guarded recompile, not a wrong answer
     torch.testing.assert_close(c(y), m(y))
     assert len(c._tcomp_artifacts) == 2
 
@@ -86,13 +89,15 @@ def test_batch_size_changes_without_recompiling_when_symbolic():
     m = MLP().eval()
     c = tcomp.compile(m, torch.randn(8, 16))
     assert c.report.batch_symbolic
-    for b in (3, 64, 8):
+    for b in (3, 24, 2, 8):  # the sizes fitted on: 2 to 2 * 8 + 8
         x = torch.randn(b, 16)
         torch.testing.assert_close(c(x), m(x))
     assert len(c._tcomp_artifacts) == 1
     x = torch.randn(1, 16)  # a batch of one is another signature (a model may squeeze or broadcast it)
     torch.testing.assert_close(c(x), m(x))
-    assert sorted(a.guard.examples for a in c._tcomp_artifacts) == [(1,), (8,)]
+    x = torch.randn(64, 16)  # beyond the sizes fitted on: another program, fitted up to 2 * 64 + 8
+    torch.testing.assert_close(c(x), m(x))
+    assert sorted(a.guard.ranges for a in c._tcomp_artifacts) == [((1, 10),), ((2, 24),), ((2, 136),)]
 
 
 def test_a_program_compiled_at_batch_one_serves_batch_one_and_the_others():

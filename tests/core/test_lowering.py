@@ -138,3 +138,24 @@ def test_batched_matrix_vector_products_put_the_vector_on_the_left(equation):
     assert step.batch and not step.m and step.n and "bmm" in c.code
     with torch.no_grad():
         torch.testing.assert_close(c(m, v), model(m, v))
+
+
+class LearnedPositions(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.pos = nn.Parameter(torch.randn(32, 8))
+        self.fc = nn.Linear(8, 8)
+
+    def forward(self, x):
+        return self.fc(x + self.pos[: x.shape[1]])
+
+
+def test_a_slice_with_a_computed_bound_is_an_op_of_its_own():
+    """``pos[:x.shape[1]]``: pytree does not look inside a slice, and the bound's node was left from the traced
+    graph (an fx error, so the model never compiled)."""
+    model = LearnedPositions().eval()
+    compiled = tcomp.compile(model, dynamic=True, strict=True, backend="eager")
+    for batch, length in ((2, 4), (3, 9), (2, 16)):  # lengths 2 to 2 * 4 + 8: one program
+        x = torch.randn(batch, length, 8)
+        torch.testing.assert_close(compiled(x), model(x))
+    assert len(compiled._tcomp_artifacts) == 1 and "slice(None, getitem" in compiled.code

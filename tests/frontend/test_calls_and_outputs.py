@@ -1,0 +1,91 @@
+"""How a call reaches ``forward`` and how its results come back, as libraries write them: decorators that fill in
+keyword arguments (Hugging Face's ``@can_return_tuple`` and friends) and outputs that are dict subclasses or
+dataclasses (``ModelOutput``)."""
+import functools
+import warnings
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.utils._pytree as pytree
+
+import tcomp
+
+
+def fills_in_use_cache(forward):
+    """A decorator in the style of transformers': it takes ``*args, **kwargs`` and sets a keyword itself."""
+    @functools.wraps(forward)
+    def wrapper(self, *args, **kwargs):
+        kwargs["use_cache"] = kwargs.get("use_cache") or False
+        return forward(self, *args, **kwargs)
+    return wrapper
+
+
+class Decorated(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(4, 3)
+
+    @fills_in_use_cache
+    def forward(self, x, mask=None, scale=None, use_cache=None):
+        y = self.lin(x)
+        return y if mask is None else y * mask
+
+
+@dataclass
+class Output(OrderedDict):
+    """A dict subclass and a dataclass, registered as a pytree node: how ``ModelOutput`` is built."""
+
+    hidden: torch.Tensor = None
+    pooled: torch.Tensor = None
+
+    def __post_init__(self):
+        for k in ("hidden", "pooled"):
+            if getattr(self, k) is not None:
+                self[k] = getattr(self, k)
+
+
+pytree.register_pytree_node(Output, lambda o: (list(o.values()), list(o.keys())),
+                            lambda values, keys: Output(**dict(zip(keys, values))),
+                            flatten_with_keys_fn=lambda o: ([(pytree.MappingKey(k), v) for k, v in o.items()],
+                                                            list(o.keys())))
+
+
+class Structured(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(4, 4)
+
+    def forward(self, x):
+        h = self.lin(x)
+        return Output(hidden=h, pooled=h.mean(1))
+
+
+def _compiled_without_warning(model, *args, **kwargs):
+    compiled = tcomp.compile(model, backend="eager")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", tcomp.TcompWarning)
+        return compiled, compiled(*args, **kwargs)
+
+
+@pytest.mark.parametrize("call", ["positional", "keyword", "mask"])
+def test_a_decorator_that_sets_a_keyword_itself(call):
+    model, x = Decorated().eval(), torch.randn(2, 5, 4)
+    args, kwargs = {"positional": ((x,), {}), "keyword": ((), {"x": x}),
+                    "mask": ((x,), {"mask": torch.rand(2, 5, 3)})}[call]
+    compiled, out = _compiled_without_warning(model, *args, **kwargs)
+    torch.testing.assert_close(out, model(*args, **kwargs))
+    assert compiled.report.status == "compiled"
+
+
+def test_a_model_output_comes_back_in_its_own_type():
+    model, x = Structured().eval(), torch.randn(3, 5, 4)
+    compiled, out = _compiled_without_warning(model, x)
+    ref = model(x)
+    assert type(out) is Output and list(out.keys()) == list(ref.keys())
+    torch.testing.assert_close(out.hidden, ref.hidden)
+    torch.testing.assert_close(out["pooled"], ref["pooled"])
+    out2 = compiled(torch.randn(6, 5, 4))  # another batch: the same structure
+    assert type(out2) is Output and out2.pooled.shape == (6, 4)
