@@ -63,8 +63,7 @@ class _Guard:
 
     @staticmethod
     def of(arguments: Arguments, training: bool, dynamic: dict[tuple[int, int], str],
-           ranges: dict[str, tuple[int, int]] | None = None, autograd: bool = False,
-           size_guards: Any = None) -> "_Guard":
+           ranges: dict[str, tuple[int, int]], autograd: bool = False, size_guards: Any = None) -> "_Guard":
         args = arguments.values
         specs = []
         for k, a in enumerate(args):

@@ -18,7 +18,6 @@ import sympy
 import torch
 import torch.fx as fx
 import torch.nn as nn
-import torch.utils._pytree as pytree
 
 from tcomp import passes
 from tcomp.approx.calibration import Calibration
@@ -29,7 +28,7 @@ from tcomp.codegen.emit import NotAffine, emit
 from tcomp.codegen.inductor import compile_with_inductor
 from tcomp.cost import machine_model
 from tcomp.distributed import agree
-from tcomp.frontend.arguments import Arguments, CallTemplate
+from tcomp.frontend.arguments import Arguments, CallTemplate, plain_value
 from tcomp.frontend.capture import CaptureError, Captured, capture, preserved_state
 from tcomp.frontend.lower import lower
 from tcomp.frontend.outputs import in_eager_structure
@@ -70,11 +69,12 @@ def build(model: nn.Module, arguments: Arguments, opts: Options, name: str,
     """Capture, lower, optimise and emit ``model`` for the example call ``arguments``. ``earlier_selection``: the
     choices of an earlier approximate compilation of this model, re-applied as they are; ``symbols``: the sizes
     tried as symbolic (:func:`tcomp.frontend.capture.capture`)."""
-    held = [name for name, v in zip(arguments.names, arguments.values)
-            if not isinstance(v, torch.Tensor) and any(isinstance(x, torch.Tensor) for x in pytree.tree_leaves(v))]
-    if held:  # fixed at trace time, such tensors would be read from the example on every call
-        raise CaptureError(f"tensors inside a container argument ({', '.join(held)}) are not compiled; pass them "
-                           f"as tensor arguments of forward")
+    held = [f"{name} ({type(v).__name__})" for name, v in zip(arguments.names, arguments.values)
+            if not isinstance(v, torch.Tensor) and not plain_value(v)]
+    if held:  # fixed at trace time, what they hold would be read from the example on every call
+        raise CaptureError(f"the argument(s) {', '.join(held)} may hold tensors or state that a guard cannot check "
+                           f"(only tensors and plain values — numbers, strings, None, dtypes, and tuples, lists and "
+                           f"dicts of them — are compiled); pass tensors as arguments of forward")
     timings: dict[str, float] = {}
     with _timed(timings, "eager"):
         eager = _Eager(model, arguments)  # inputs the model rejects fail here, with eager's own error

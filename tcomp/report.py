@@ -18,7 +18,7 @@ class CompileReport:
     status: str = "compiled"            # "compiled" or "eager fallback"
     capture: str = ""                   # "fx" or "export"
     example: Point = field(default_factory=dict)  # the example's value of each symbol the program's sizes are in
-    ranges: dict[str, tuple[int, int]] = field(default_factory=dict)  # per symbol, the sizes served (empty: specialised)
+    ranges: dict[str, tuple[int, int]] = field(default_factory=dict)  # per symbol, the sizes served (none: fixed)
     notes: list[str] = field(default_factory=list)
     passes: list[PassReport] = field(default_factory=list)
     snapshots: list[tuple[str, str]] = field(default_factory=list)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import inspect
 import sys
 import traceback
 from dataclasses import dataclass
@@ -105,8 +106,8 @@ def resolve(target: str, input_specs: list[str] | None = None, batch: int | None
         inputs = tuple(parse_input_spec(s) for s in input_specs)
     if inputs is None:
         raise TargetError(f"{target}: no example inputs; pass --input SHAPE (e.g. --input 8x3x224x224)")
-    if batch is not None and not target.startswith(("zoo:", "hf:")):
-        inputs = tuple(_rebatch(t, batch) for t in inputs)
+    if batch is not None and (input_specs or not target.startswith(("zoo:", "hf:"))):
+        inputs = tuple(_rebatch(t, batch) for t in inputs)  # inputs the zoo or hf: did not make at that batch
     _check_runs(model, inputs, source)
     return Target(name, model, inputs)
 
@@ -145,7 +146,9 @@ def _huggingface_inputs(model: nn.Module, batch: int) -> tuple:
     if main == "input_ids":
         length = min(128, getattr(config, "max_position_embeddings", 128) or 128)
         ids = torch.randint(0, config.vocab_size, (batch, length), generator=g)
-        return ids, torch.ones_like(ids)
+        parameters = list(inspect.signature(model.forward).parameters)
+        # positional inputs: the mask only where it is forward's second parameter (GPT-2's is its cache)
+        return (ids, torch.ones_like(ids)) if parameters[1:2] == ["attention_mask"] else (ids,)
     if main == "pixel_values":
         size = getattr(config, "image_size", 224)
         return (torch.randn(batch, getattr(config, "num_channels", 3), size, size, generator=g),)

@@ -107,13 +107,14 @@ def fingerprint(t: torch.Tensor) -> tuple[int, int]:
     tail = words[rows * columns:].to(torch.int64)
     row_sums = grid.sum(1, dtype=torch.int64)
     column_sums = torch.cat([grid.sum(0, dtype=torch.int64), tail])
-    return int((row_sums * _weights(rows)).sum()), int((column_sums * _weights(column_sums.numel())).sum())
+    return (int((row_sums * _weights(rows, t.device)).sum()),
+            int((column_sums * _weights(column_sums.numel(), t.device)).sum()))
 
 
 @functools.lru_cache(maxsize=64)
-def _weights(n: int) -> torch.Tensor:
+def _weights(n: int, device: torch.device) -> torch.Tensor:
     """1, 3, 5, ...: distinct odd weights (odd, so that no weight is a zero divisor modulo 2**64)."""
-    return torch.arange(1, 2 * n, 2, dtype=torch.int64)
+    return torch.arange(1, 2 * n, 2, dtype=torch.int64, device=device)
 
 
 class FoldedConstant(CachedFunction):

@@ -9,6 +9,7 @@ call around the fixed non-tensor ones (:class:`CallTemplate`).
 """
 from __future__ import annotations
 
+import enum
 import inspect
 from dataclasses import dataclass, replace
 from typing import Any, Callable
@@ -19,47 +20,72 @@ _POSITIONAL = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_O
                inspect.Parameter.VAR_POSITIONAL)
 
 
+_PLAIN_TYPES = (type(None), bool, int, float, complex, str, bytes, torch.dtype, torch.device, torch.layout,
+                torch.memory_format, enum.Enum, slice, type(Ellipsis))
+
+
+def plain_value(v: Any) -> bool:
+    """Whether a non-tensor argument is a plain value, which a guard compares by equality: numbers, strings, None,
+    dtypes, devices, enums, and tuples, lists, dicts and sets of them. Anything else (a cache object, a dataclass
+    holding tensors) may change between calls in ways no guard sees."""
+    if isinstance(v, _PLAIN_TYPES):
+        return True
+    if isinstance(v, dict) and type(v) is dict:
+        return all(plain_value(k) and plain_value(x) for k, x in v.items())
+    if type(v) in (tuple, list, set, frozenset, torch.Size):
+        return all(plain_value(x) for x in v)
+    return False
+
+
 @dataclass(frozen=True)
 class Arguments:
     """One call of ``forward``, bound (see the module docstring). ``slots``: per value, whether it goes back as a
-    positional argument (None) or a keyword (its name); ``fixed_arity``: ``forward`` has neither ``*args`` nor
-    ``**kwargs`` nor keyword-only parameters."""
+    positional argument (None) or a keyword (its name); ``given``: whether the call gave it (a default the call
+    left out is left out again: a decorator may read its keywords, as transformers' ``deprecate_kwarg`` does);
+    ``fixed_arity``: ``forward`` has neither ``*args`` nor ``**kwargs`` nor keyword-only parameters."""
 
     values: tuple
     names: tuple[str, ...]
     slots: tuple[str | None, ...]
+    given: tuple[bool, ...]
     fixed_arity: bool = True
 
     @staticmethod
     def bind(signature: inspect.Signature, args: tuple, kwargs: dict) -> "Arguments":
         bound = signature.bind(*args, **kwargs)
+        passed = set(bound.arguments)
         bound.apply_defaults()
         values: list = []
         names: list[str] = []
         slots: list[str | None] = []
+        given: list[bool] = []
         for position, (name, value) in enumerate(bound.arguments.items()):
             kind = signature.parameters[name].kind
             if kind == inspect.Parameter.VAR_POSITIONAL:
                 values += value
                 names += [f"{name}_{j}" for j in range(len(value))]
                 slots += [None] * len(value)
+                given += [True] * len(value)
             elif kind == inspect.Parameter.VAR_KEYWORD:
                 values += value.values()
                 names += value.keys()
                 slots += value.keys()
-            else:  # a parameter the call left to its default goes back by name: wrappers (Hugging Face's
-                values.append(value)  # decorators) may fill it in as a keyword themselves
+                given += [True] * len(value)
+            else:  # by position as the call passed it, else by name (a positional-only one is left out or given)
+                values.append(value)
                 names.append(name)
-                passed_by_position = kind in _POSITIONAL and position < len(args)
-                slots.append(None if passed_by_position or kind == inspect.Parameter.POSITIONAL_ONLY else name)
+                by_position = (kind == inspect.Parameter.POSITIONAL_ONLY
+                               or (kind in _POSITIONAL and position < len(args)))
+                slots.append(None if by_position else name)
+                given.append(name in passed)
         fixed = all(p.kind in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
                     for p in signature.parameters.values())
-        return Arguments(tuple(values), tuple(names), tuple(slots), fixed)
+        return Arguments(tuple(values), tuple(names), tuple(slots), tuple(given), fixed)
 
     def call_args(self) -> tuple[tuple, dict]:
-        """``(args, kwargs)`` that bind to these values."""
-        args = tuple(v for v, slot in zip(self.values, self.slots) if slot is None)
-        return args, {slot: v for v, slot in zip(self.values, self.slots) if slot is not None}
+        """``(args, kwargs)`` that bind to these values, the defaults the call left out left out."""
+        args = tuple(v for v, slot, g in zip(self.values, self.slots, self.given) if slot is None and g)
+        return args, {slot: v for v, slot, g in zip(self.values, self.slots, self.given) if slot is not None and g}
 
     def with_values(self, values: tuple) -> "Arguments":
         return replace(self, values=tuple(values))

