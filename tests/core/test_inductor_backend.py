@@ -53,15 +53,17 @@ def test_weight_casts_are_buffers_when_a_graph_compiler_reads_the_module():
         torch.testing.assert_close(buffered(x), plain(x))
 
 
-def test_a_bf16_program_compiles_with_inductor_without_recompiling(monkeypatch):
+def test_a_bf16_program_compiles_with_inductor_without_recompiling():
     import torch._dynamo
 
     from tcomp.codegen.inductor import compile_with_inductor
 
     model, x, program = _bf16_program()
     torch._dynamo.reset()
-    monkeypatch.setattr(torch._dynamo.config, "error_on_recompile", True)
-    runner = compile_with_inductor(emit(program, fold_buffers=True), emit(program), (x,))
-    with torch.no_grad():
-        out = runner(x)
+    # config.patch, not monkeypatch: monkeypatch's undo deletes the setting, and every later recompile in the
+    # process then fails on the missing attribute
+    with torch._dynamo.config.patch(error_on_recompile=True):
+        runner = compile_with_inductor(emit(program, fold_buffers=True), emit(program), (x,))
+        with torch.no_grad():
+            out = runner(x)
     assert ((out - model(x)).norm() / model(x).norm()).item() < 2e-2
