@@ -3,7 +3,7 @@ never above opt_einsum's 'auto' path under tcomp's own cost model."""
 import string
 
 import torch
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 import tcomp
@@ -63,6 +63,10 @@ class Einsum(torch.nn.Module):
 
 @settings(max_examples=300)
 @given(einsum_networks(), st.integers(0, 2 ** 16))
+# found by CI: opt_einsum's auto tree differs between B=2 and the example's B=3, so the reference is searched at
+# the point it is priced at
+@example(("cea,fbe,abd,cba,a,cea->abdc", [(3, 2, 2), (1, 4, 2), (2, 4, 1), (3, 4, 2), (2,), (3, 2, 2)], True,
+          [False] * 6), 0)
 def test_random_networks_match_einsum(net, seed):
     eq, shapes, repeat, weights = net
     g = torch.Generator().manual_seed(seed)
@@ -89,6 +93,6 @@ def test_random_networks_match_einsum(net, seed):
     for op in compiled.program.ops:
         if isinstance(op, Network) and op.plan is not None:
             b = decision_point(compiled.program.example)
-            auto = plan_network(op, default_pairs(op, "auto"), at=b, fold_constants=True)
+            auto = plan_network(op, default_pairs(op, "auto", b), at=b, fold_constants=True)
             machine = machine_model()
             assert op.plan.cost.time_at(b, machine) <= auto.cost.time_at(b, machine) * (1 + 1e-9)
