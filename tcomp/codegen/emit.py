@@ -246,6 +246,9 @@ class _Emitter:
     # -- networks --------------------------------------------------------------------------------------------------
     def _network(self, net: Network) -> fx.Node:
         self._epilogue_fused = False
+        view = self._eager_view(net)
+        if view is not None:
+            return view
         if net.plan is None:
             node = self._einsum(net)
             order = net.flat_out_indices
@@ -267,9 +270,34 @@ class _Emitter:
             node = self.graph.call_function(e.target, args, self._args(e.kwargs))
         return node
 
-    def _operand(self, net: Network, k: int) -> fx.Node:
+    def _eager_view(self, net: Network) -> fx.Node | None:
+        """A relabel as the one view eager would have made: ``reshape`` when the indices keep their order,
+        ``permute`` when whole dims trade places; None for anything else.
+
+        The general lowering (to the flat indices, permute, reshape to the output) gives the same elements, but the
+        strides of size-1 dims can differ from eager's, and some kernels read them: torch 2.13's CPU BatchNorm2d
+        backward is wrong on a ``[1, 5, 1, 6]`` view with strides ``(5, 1, 30, 5)`` where eager's ``permute``
+        gives ``(30, 1, 30, 5)`` (found by the model fuzz, tests/fuzz)."""
+        if not net.is_relabel or net.epilogue or net.kernel is not None:
+            return None
+        v = net.operands[0]
+        dims_in, dims_out = net.operand_dims[0], net.out_dims
+        perm = None
+        if sorted(dims_in) == sorted(dims_out):
+            size_one = [d for d, g in enumerate(dims_in) if not g]  # in order: any order is the same tensor
+            perm = [dims_in.index(g) if g else size_one.pop(0) for g in dims_out]
+        in_order = net.flat_operand_indices()[0] == net.flat_out_indices
+        if perm is None and not in_order:
+            return None
+        node = self._operand(net, 0, flatten=False)
+        if perm is not None and (net.origin == "permute" or not in_order):  # what the user wrote, if known
+            return node if perm == sorted(perm) else self.graph.call_method("permute", (node, *perm))
+        return self.reshape(node, list(v.shape), list(net.out.shape))
+
+    def _operand(self, net: Network, k: int, flatten: bool = True) -> fx.Node:
         """Operand ``k`` in the dtype the network contracts in (:func:`tcomp.ir.ops.contraction_dtype`): a bf16
-        layer's output read by a layer kept in fp32 is cast up; an integer operand is left alone."""
+        layer's output read by a layer kept in fp32 is cast up; an integer operand is left alone. ``flatten``
+        reshapes it to one dim per index (size-1 dims dropped, grouped dims split)."""
         v = net.operands[k]
         ix = net.flat_operand_indices()[k]
         dtype = contraction_dtype(net)
@@ -280,7 +308,8 @@ class _Emitter:
             # activations only, recorded dtypes stale: several contract in the recorded result dtype; a single one
             # (a relabel: reshape, permute) keeps its own, so that a bf16 region's dtype reaches what follows
             dtype = net.out.dtype
-        return self.reshape(self.value_in(v, dtype), list(v.shape), [net.sizes[i] for i in ix])
+        node = self.value_in(v, dtype)
+        return self.reshape(node, list(v.shape), [net.sizes[i] for i in ix]) if flatten else node
 
     def value_in(self, v: Value, dtype: torch.dtype | None) -> fx.Node:
         """``v``'s node, cast to ``dtype`` when it has another: a constant through a cached cast (once per weight

@@ -4,6 +4,8 @@ import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import tcomp
 from tcomp.ir import Call, Network, Pointwise
@@ -159,3 +161,38 @@ def test_a_slice_with_a_computed_bound_is_an_op_of_its_own():
         x = torch.randn(batch, length, 8)
         torch.testing.assert_close(compiled(x), model(x))
     assert len(compiled._tcomp_artifacts) == 1 and "slice(None, getitem" in compiled.code
+
+
+@settings(max_examples=40)
+@given(st.lists(st.sampled_from([1, 2, 3]), min_size=3, max_size=5).filter(lambda s: s.count(1) <= 1),
+       st.randoms(use_true_random=False), st.booleans())
+def test_a_call_after_a_view_sees_eagers_strides(shape, rnd, reshape):
+    """A module reading a permuted or reshaped input gets the strides eager gives it, the size-1 dim's included
+    (some kernels read them: torch's CPU BatchNorm2d backward is wrong for strides tcomp's general lowering
+    produced). Not promised: which of several size-1 dims a permute puts where (the IR does not tell them apart),
+    nor the strides of a view with an elementwise op fused after it (computed before it, as one pass)."""
+    perm = list(range(len(shape)))
+    rnd.shuffle(perm)
+
+    view = shape[::-1] if reshape else [shape[d] for d in perm]
+
+    class ViewThenModule(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inner = nn.LayerNorm(view[-1], elementwise_affine=False)  # a call: run as it is
+
+        def forward(self, x):
+            y = x.reshape(view) if reshape else x.permute(perm)
+            return self.inner(y)
+
+    seen = []
+    model = ViewThenModule()
+    model.inner.register_forward_pre_hook(lambda module, args: seen.append(args[0].stride()))
+    x = torch.randn(shape)
+    expected = model(x)
+    compiled = tcomp.compile(model, (x,), strict=True, backend="eager")
+    seen.clear()
+    out = compiled(x)
+    torch.testing.assert_close(out, expected)
+    model(x)
+    assert seen[0] == seen[1]
