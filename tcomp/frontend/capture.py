@@ -293,6 +293,7 @@ def _record_shapes_now(cap: Captured, symbols: tuple[sympy.Symbol, ...]) -> None
     cap.dynamic = {dim: sym for sym in kept for dim in candidates[sym]}
     cap.example = {sym: example[sym] for sym in kept}
     cap.ranges = {sym: (min(p[sym] for p, _ in runs), max(p[sym] for p, _ in runs)) for sym in kept}
+    sized: set[fx.Node] = set()  # the non-tensor values computed from a symbolic size
     for node in gm.graph.nodes:
         if node.op == "output" or node.name not in table:
             continue
@@ -300,8 +301,21 @@ def _record_shapes_now(cap: Captured, symbols: tuple[sympy.Symbol, ...]) -> None
         if isinstance(r, TensorMeta):
             node.meta["tcomp_shape"] = r.shape
             node.meta["tcomp_dtype"] = r.dtype
-        else:
-            node.meta["tcomp_value"] = r
+            continue
+        if _symbolic(r) or any(a in sized for a in node.all_input_nodes):
+            sized.add(node)
+            if isinstance(r, bool):
+                # equal at every size probed is not equal at every size between them (``x.shape[1] == 12``): a
+                # flag computed from a symbolic size is computed on every call, never folded
+                r = VARIES
+        node.meta["tcomp_value"] = r
+
+
+def _symbolic(value: Any) -> bool:
+    """Whether a fitted value is, or holds, a size that is a polynomial in the symbols."""
+    if isinstance(value, (tuple, list)):
+        return any(_symbolic(v) for v in value)
+    return isinstance(value, sympy.Expr) and bool(value.free_symbols)
 
 
 def _probe_sizes(example: int) -> list[int]:

@@ -118,6 +118,29 @@ class FeatureSum(nn.Module):
         return torch.einsum("bij,bkj->bik", x, x).sum(1)
 
 
+@pytest.mark.parametrize("flip", [12, 7])
+def test_a_flag_computed_from_a_symbolic_size_is_computed_on_every_call(flip):
+    """``x.shape[1] == flip`` is False at every length probed (16 and 2, 18, 21, 40), ``B * S > 200`` at every
+    point probed (the batch up to 12): folding them would make the program silently wrong where they flip, inside
+    the ranges it serves."""
+
+    class FlagFromLength(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(4, 4)
+
+        def forward(self, x):
+            return self.lin(x) * (x.shape[1] == flip) + (x.shape[0] * x.shape[1] > 200)
+
+    model = FlagFromLength().eval()
+    compiled = tcomp.compile(model, (torch.randn(2, 16, 4),), strict=True, dynamic=True)
+    assert compiled.report.symbolic == {"B": 2, "S": 16}
+    for b, s in ((2, flip), (3, 12), (12, 20), (7, 30), (5, 13), (2, 16)):
+        x = torch.randn(b, s, 4)
+        torch.testing.assert_close(compiled(x), model(x))
+    assert len(compiled._tcomp_artifacts) == 1
+
+
 def test_dim_one_that_is_not_a_sequence_is_still_exact_at_other_sizes():
     model = FeatureSum()
     compiled = tcomp.compile(model, torch.randn(2, 5, 3), strict=True, dynamic=True)
