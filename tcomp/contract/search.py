@@ -14,14 +14,15 @@ and tcomp's time-bounded large-network search (:mod:`tcomp.contract.pathsearch`,
 from __future__ import annotations
 
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 
 import opt_einsum
 
 from tcomp.cost.machine import machine_model
 from tcomp.cost.model import MachineModel
-from tcomp.ir import Network, Program, Value
-from tcomp.ir.symbolic import Point, decision_point
+from tcomp.ir import ACC, Network, Program, Value
+from tcomp.ir.symbolic import Point, decision_point, point_key
 
 from .pathsearch import search
 from .plan import ContractionPlan, decision_sizes, default_pairs, opt_einsum_pairs, plan_network, prepare, ssa_path
@@ -110,14 +111,42 @@ def best_plan(net: Network, at: Point | int | None, *, training: bool = False, q
     15% faster and the Inductor backend 2.2× slower (docs/passes/contraction_order.md)."""
     where = decision_point(at)
     machine = machine or machine_model()
+    key = (_signature(net), point_key(where), training, quick, machine)
+    if key in _PLANS:
+        _PLANS.move_to_end(key)
+        return _PLANS[key]
     best, best_time = None, float("inf")
     for method, pairs in candidate_trees(net, where, quick=quick):
         plan = plan_network(net, pairs, at=where, fold_constants=True, training=training, method=method,
                             machine=machine)
-        t = plan.cost.time_at(where, machine)  # a sympy substitution: once per plan
+        t = plan.cost.time_at(where, machine)
         if best is None or t < best_time:
             best, best_time = plan, t
+    _PLANS[key] = best
+    if len(_PLANS) > _PLANS_KEPT:
+        _PLANS.popitem(last=False)
     return best
+
+
+_PLANS: OrderedDict = OrderedDict()  # signature -> plan: isomorphic Networks (a chain's sites, a model's
+_PLANS_KEPT = 4096                   # repeated blocks) are searched once per process
+
+
+def _signature(net: Network) -> tuple:
+    """Everything a plan depends on, and nothing else: two Networks with the same signature get the same plan
+    (index names included, so the plan applies as it is). Operands are told apart by position, kind, shape,
+    dtype and layout, and by which positions hold the same value (a tied operand is prepared once)."""
+    def value(v: Value) -> tuple:
+        return v.kind, v.shape, v.dtype, v.stride_order
+
+    def arg(a) -> object:
+        return value(a) if isinstance(a, Value) else ("acc" if a is ACC else repr(a))
+
+    ids = [id(v) for v in net.operands]
+    return (net.operand_dims, net.out_dims, tuple(sorted(net.sizes.items())), tuple(map(value, net.operands)),
+            tuple(ids.index(i) for i in ids), value(net.out), net.hint, net.compute_dtype,
+            tuple((e.fn, tuple(map(arg, e.args)), tuple((k, arg(a)) for k, a in sorted(e.kwargs.items())))
+                  for e in net.epilogue))
 
 
 def result_stride_order(net: Network, plan: ContractionPlan) -> tuple[int, ...] | None:

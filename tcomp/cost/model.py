@@ -21,7 +21,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from tcomp.ir import Call, Pointwise
-from tcomp.ir.symbolic import Point, Size, as_size, complete
+from tcomp.ir.symbolic import Point, Size, as_size, complete, value_at
 
 
 @dataclass
@@ -49,9 +49,16 @@ class Cost:
         return t if t.free_symbols else float(t)
 
     def time_at(self, at: Point | int | None, machine: "MachineModel") -> float:
-        """Seconds at a point (a batch size alone, or a value per symbol; a symbol not given counts as 2)."""
-        t = self.time(machine)
-        return float(t.subs(complete(at))) if isinstance(t, sympy.Basic) else float(t)
+        """Seconds at a point (a batch size alone, or a value per symbol; a symbol not given counts as 2): what
+        :meth:`time` is there, with each quantity evaluated first."""
+        where = complete(at)
+
+        def number(x: Size) -> float:
+            return float(x) if isinstance(x, (int, float)) else float(value_at(x, where))
+
+        return (number(self.flops) / machine.gemm_flops_per_s + number(self.bytes) / machine.bytes_per_s
+                + number(self.matrices) * machine.matrix_s + number(self.copy_bytes) / machine.copy_bytes_per_s
+                + self.launches * machine.launch_s)
 
     def flops_str(self) -> str:
         return _fmt(self.flops)

@@ -29,11 +29,15 @@ def as_size(x) -> Size:
     if isinstance(x, int):
         return x
     if isinstance(x, sympy.Basic):
-        x = sympy.nsimplify(x) if not x.free_symbols else sympy.expand(x)
-        if x.is_Integer:
-            return int(x)
-        return x
+        return _normalised(x)
     return int(x)
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _normalised(x: sympy.Basic) -> Size:
+    """Remembered: planning normalises the same few products hundreds of thousands of times."""
+    x = sympy.nsimplify(x) if not x.free_symbols else sympy.expand(x)
+    return int(x) if x.is_Integer else x
 
 
 def prod(sizes: Iterable[Size]) -> Size:
@@ -59,10 +63,23 @@ def evaluate(x: Size, at: Point | int) -> int:
     """The value of a size at a point (or a batch size)."""
     if isinstance(x, int):
         return x
-    v = x.subs(point(at))
+    v = value_at(x, point(at))
     if not v.is_Integer:
         raise ValueError(f"size {x} is not an integer at {point(at)}")
     return int(v)
+
+
+def value_at(x: sympy.Expr, at: Point) -> sympy.Expr:
+    """``x`` with the symbols of ``at`` replaced by their values: a number when ``at`` gives them all. Remembered
+    (planning prices the same few expressions at the same point tens of thousands of times, and a sympy
+    substitution costs about a millisecond)."""
+    return _value_at(x, tuple(sorted(((s.name, int(v)) for s, v in at.items()))))
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _value_at(x: sympy.Expr, key: tuple[tuple[str, int], ...]) -> sympy.Expr:
+    names = {s.name: s for s in SYMBOLS}
+    return x.xreplace({names[name]: sympy.Integer(v) for name, v in key})
 
 
 def complete(at: Point | int | None) -> Point:
