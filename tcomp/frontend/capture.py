@@ -131,6 +131,10 @@ def _export(model: torch.nn.Module, example_inputs: tuple) -> tuple[fx.GraphModu
             dims.setdefault(k, {})[d] = torch.export.Dim.AUTO
     shapes = tuple(dims.get(k) for k in range(len(example_inputs)))
     ep = torch.export.export(model, tuple(example_inputs), dynamic_shapes=shapes, strict=False)
+    if any(_is_transform(n.target) for n in ep.graph_module.graph.nodes):
+        # torch.vmap / torch.func transforms stay as regions of per-sample ops between _add_batch_dim and
+        # _remove_batch_dim; retracing at the aten level applies their batching rules (plain batched ops)
+        ep = ep.run_decompositions({})
     gm = ep.module()
     codegen = gm.graph._codegen
     out_spec = getattr(getattr(codegen, "pytree_info", None), "out_spec", None)
@@ -141,6 +145,12 @@ def _export(model: torch.nn.Module, example_inputs: tuple) -> tuple[fx.GraphModu
         gm.graph._codegen = fx.graph.CodeGen()
         gm.recompile()
     return gm, None if out_spec is None or plain(out_spec) else out_spec, getattr(gm, "_guards_fn", None)
+
+
+def _is_transform(target: Any) -> bool:
+    """A function of torch.func's transforms (vmap's batch levels, grad's wrappers) in a graph."""
+    return callable(target) and getattr(target, "__module__", "").startswith(("torch._functorch",
+                                                                               "torch._C._functorch"))
 
 
 def _describe_trace_error(err: BaseException) -> str:

@@ -13,6 +13,7 @@ reshape with no common refinement, an einsum with a repeated index in one operan
 from __future__ import annotations
 
 import operator
+import string
 from typing import Any, Callable
 
 import torch
@@ -102,6 +103,8 @@ _MM = (torch.mm, "mm", aten.mm)
 _BMM = (torch.bmm, "bmm", aten.bmm)
 _ADDMM = (torch.addmm, "addmm", aten.addmm)
 _EINSUM = (torch.einsum, aten.einsum)
+_TENSORDOT = (torch.tensordot, aten.tensordot)
+_BILINEAR = (F.bilinear, torch.bilinear, aten.bilinear)
 _MUL = (torch.mul, operator.mul, "mul", "__mul__", aten.mul)
 _SUM = (torch.sum, "sum", aten.sum)
 _VIEW = ("view", "reshape", torch.reshape, aten.view, aten.reshape, aten._unsafe_view, "flatten", torch.flatten,
@@ -244,9 +247,24 @@ class _Lowerer:
             eq, ops = args[0], args[1:]
             if len(ops) == 1 and isinstance(ops[0], (list, tuple)):
                 ops = tuple(ops[0])
-            if not isinstance(eq, str) or not _all_tensors(*ops):
+            if not isinstance(eq, str):  # the sublist form: einsum(a, [0, 1], b, [1, 2], [0, 2])
+                eq, ops = _sublist_equation(args)
+            if eq is None or not _all_tensors(*ops):
                 return None
             return self._einsum(node, eq, ops)
+        if _is(t, *_TENSORDOT):
+            a, b = args[0], args[1]
+            if not _all_tensors(a, b):
+                return None
+            eq = _tensordot_equation(len(a.shape), len(b.shape), _get(args, kwargs, 2, "dims", 2))
+            return None if eq is None else self._einsum(node, eq, (a, b))
+        if _is(t, *_BILINEAR):
+            x1, x2, w = args[0], args[1], _get(args, kwargs, 2, "weight")
+            bias = _get(args, kwargs, 3, "bias")
+            if not _all_tensors(x1, x2, w) or (bias is not None and not _is_tensor(bias)):
+                return None
+            epilogue = (EpilogueOp("add", torch.add, (ACC, bias)),) if bias is not None else ()
+            return self._einsum(node, "...i,kij,...j->...k", (x1, w, x2), epilogue)
         if _is(t, *_MUL):
             a, b = args[0], args[1]
             if _all_tensors(a, b):
@@ -356,7 +374,7 @@ class _Lowerer:
         sizes = _used_sizes(sizes, [ad, bd, out_dims])
         return self._network(node, [a, b], [tuple(ad), tuple(bd)], tuple(out_dims), sizes, epi, origin)
 
-    def _einsum(self, node, eq: str, ops: tuple) -> Value:
+    def _einsum(self, node, eq: str, ops: tuple, epilogue: tuple[EpilogueOp, ...] = ()) -> Value:
         eq = eq.replace(" ", "")
         if "->" in eq:
             lhs, rhs = eq.split("->")
@@ -428,7 +446,7 @@ class _Lowerer:
             raise _Fallback
         # size-1 indices never appear in groups; drop them from the table
         sizes = _used_sizes(sizes, [*dims, out_dims])
-        return self._network(node, list(ops), dims, tuple(out_dims), sizes, (), origin="einsum")
+        return self._network(node, list(ops), dims, tuple(out_dims), sizes, epilogue, origin="einsum")
 
     def _broadcast_product(self, node, vals: list[Value], origin: str) -> Value:
         """Elementwise product with broadcasting: a Network with no summed index (Hadamard / outer product)."""
@@ -514,6 +532,52 @@ class _Lowerer:
 
 
 _MISSING = object()
+
+
+def _sublist_equation(args: tuple) -> tuple[str | None, tuple]:
+    """``einsum(a, [0, 1], b, [1, 2], [0, 2])`` as ``("ab,bc->ac", (a, b))``; (None, ()) when it is not one."""
+    items = list(args)
+    out = items.pop() if len(items) % 2 else None
+    ops, subs = tuple(items[0::2]), items[1::2]
+
+    def term(sub) -> str | None:
+        if not isinstance(sub, (list, tuple)):
+            return None
+        letters = ["..." if i is Ellipsis else string.ascii_letters[i] if isinstance(i, int) and 0 <= i < 52
+                   else None for i in sub]
+        return None if None in letters else "".join(letters)
+
+    terms = [term(sub) for sub in subs]
+    rhs = term(out) if out is not None else ""
+    if not ops or None in terms or rhs is None:
+        return None, ()
+    return ",".join(terms) + ("->" + rhs if out is not None else ""), ops
+
+
+def _tensordot_equation(na: int, nb: int, dims: Any) -> str | None:
+    """The einsum equation of ``tensordot(a, b, dims)`` for operands of ranks ``na`` and ``nb``: ``dims`` an int
+    (the last ``dims`` dims of ``a`` against the first of ``b``) or a pair of dim lists; None for anything else."""
+    if isinstance(dims, int) and not isinstance(dims, bool):
+        if not 0 <= dims <= min(na, nb):
+            return None
+        da, db = list(range(na - dims, na)), list(range(dims))
+    elif isinstance(dims, (list, tuple)) and len(dims) == 2:
+        da, db = ([d] if isinstance(d, int) else list(d) for d in dims)
+        if len(da) != len(db) or not all(isinstance(d, int) for d in da + db):
+            return None
+        if not all(-na <= d < na for d in da) or not all(-nb <= d < nb for d in db):
+            return None
+        da, db = [d % na for d in da], [d % nb for d in db]
+    else:
+        return None
+    if na + nb > len(string.ascii_letters) or len(set(da)) != len(da) or len(set(db)) != len(db):
+        return None
+    a = string.ascii_letters[:na]
+    b = list(string.ascii_letters[na:na + nb])
+    for x, y in zip(da, db):
+        b[y] = a[x]
+    out = [a[d] for d in range(na) if d not in da] + [b[d] for d in range(nb) if d not in db]
+    return f"{a},{''.join(b)}->{''.join(out)}"
 
 
 def _is_constant(value: Any) -> bool:
