@@ -9,6 +9,7 @@ step (:mod:`tcomp.passes.rematerialize`).
 """
 from __future__ import annotations
 
+import hashlib
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from tcomp.approx.calibration import Calibration
 from tcomp.approx.measurements import Measurements
 from tcomp.approx.metrics import get_metric
 from tcomp.approx.selection import Selection
+from tcomp.cache import DiskCache
 from tcomp.codegen.emit import NotAffine, emit
 from tcomp.codegen.inductor import compile_with_inductor
 from tcomp.cost import machine_model
@@ -190,24 +192,47 @@ def _copies(arguments: Arguments) -> Arguments:
 
 def _backend(choice: str, program: Program, gm: fx.GraphModule, example: tuple, timings: dict):
     """The runner for ``choice``: the emitted module itself ("eager"), Inductor on it ("inductor"), or whichever
-    of the two is faster on the example inputs ("auto"). Returns (runner, notes for the report)."""
+    of the two is faster on the example inputs ("auto"). Returns (runner, notes for the report).
+
+    "auto" keeps its measurement in the on-disk cache (table ``backend``, keyed by the emitted code and the example's
+    shapes and dtypes): a program measured faster without Inductor is not compiled with it again (a cold Inductor
+    compile is 5-40 s), one measured faster with it is compiled without measuring again."""
     if choice == "eager":
         return gm, []
-    try:
-        with _timed(timings, "inductor"):
-            runner = compile_with_inductor(emit(program, fold_buffers=True), gm, example)
-    except Exception as err:  # noqa: BLE001 - Inductor unavailable or failing: keep the eager backend
-        if choice == "inductor":
-            raise
-        return gm, [f"backend auto: Inductor failed ({type(err).__name__}: {str(err).splitlines()[0][:200]}); "
-                    f"using the eager backend"]
+    table = DiskCache.open("backend")
+    key = _backend_key(gm, example)
+    known = table.get(key, valid=lambda v: v in ("eager", "inductor")) if choice == "auto" else DiskCache.MISSING
+    runner, note = None, ""
+    if known is DiskCache.MISSING or known == "inductor":
+        try:
+            with _timed(timings, "inductor"):
+                runner = compile_with_inductor(emit(program, fold_buffers=True), gm, example)
+        except Exception as err:  # noqa: BLE001 - Inductor unavailable or failing: keep the eager backend
+            if choice == "inductor":
+                raise
+            note = (f"backend auto: Inductor failed ({type(err).__name__}: {str(err).splitlines()[0][:200]}); "
+                    f"using the eager backend")
     if choice == "inductor":
         return runner, []
-    t_eager, t_ind = median_time(gm, example), median_time(runner, example)
-    use_inductor = agree(t_ind < t_eager)  # rank 0's choice on every rank
-    note = (f"backend auto: eager {t_eager * 1e3:.3f} ms, inductor {t_ind * 1e3:.3f} ms per call on the example "
-            f"inputs; using {'inductor' if use_inductor else 'eager'}")
+    if runner is not None and known is DiskCache.MISSING:
+        t_eager, t_ind = median_time(gm, example), median_time(runner, example)
+        known = "inductor" if t_ind < t_eager else "eager"
+        table.put(key, known)
+        note = (f"backend auto: eager {t_eager * 1e3:.3f} ms, inductor {t_ind * 1e3:.3f} ms per call on the example "
+                f"inputs; using {known}")
+    elif not note:
+        note = f"backend auto: {known}, as measured for this program before (tcomp's cache)"
+    use_inductor = agree(runner is not None and known == "inductor")  # rank 0's choice on every rank
+    if use_inductor and runner is None:  # another rank measured, or this one found it in its cache
+        runner = compile_with_inductor(emit(program, fold_buffers=True), gm, example)
     return (runner if use_inductor else gm), [note]
+
+
+def _backend_key(gm: fx.GraphModule, example: tuple) -> str:
+    """The emitted code and the example's shapes and dtypes, hashed: what the backend measurement depends on besides
+    the machine (which names the cache file)."""
+    shapes = [(tuple(t.shape), str(t.dtype)) if isinstance(t, torch.Tensor) else repr(t) for t in example]
+    return hashlib.sha256(f"{gm.code}\n{shapes}".encode()).hexdigest()
 
 
 def _trains(model: nn.Module) -> bool:

@@ -28,7 +28,7 @@ ALLOWED = {
                      "tcomp.timing", "tcomp.distributed"},
     "tcomp.pipeline": {"tcomp.ir", "tcomp.cost", "tcomp.approx", "tcomp.codegen", "tcomp.frontend", "tcomp.numerics",
                        "tcomp.options", "tcomp.passes", "tcomp.passmanager", "tcomp.report", "tcomp.timing",
-                       "tcomp.distributed"},
+                       "tcomp.distributed", "tcomp.cache"},
     "tcomp.api": {"tcomp.ir", "tcomp.approx", "tcomp.codegen", "tcomp.frontend", "tcomp.options", "tcomp.pipeline",
                   "tcomp.report", "tcomp.distributed"},
     "tcomp": {"tcomp.api", "tcomp.approx", "tcomp.frontend", "tcomp.passmanager", "tcomp.version"},

@@ -344,9 +344,10 @@ def test_the_compiled_programs_kept_are_bounded_least_recently_used_dropped_firs
     _close(compiled(x, 1.0), model(x, 1.0))  # compiled again, correctly
 
 
-def test_choosing_the_backend_leaves_a_training_batch_norm_as_one_call_does():
+def test_choosing_the_backend_leaves_a_training_batch_norm_as_one_call_does(tmp_path, monkeypatch):
     """backend="auto" compiles with Inductor and times both backends on the example: each run moved the running
-    statistics (14 updates for one call)."""
+    statistics (14 updates for one call). A second compile of the same program takes the choice from the cache."""
+    monkeypatch.setenv("TCOMP_CACHE_DIR", str(tmp_path))  # nothing measured before
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4)).train()
     twin = nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4)).train()
@@ -356,6 +357,11 @@ def test_choosing_the_backend_leaves_a_training_batch_norm_as_one_call_does():
     _close(compiled(x), twin(x))
     assert int(model[1].num_batches_tracked) == int(twin[1].num_batches_tracked) == 1
     _close(model[1].running_mean, twin[1].running_mean)
+    assert any("per call on the example" in n for n in compiled.report.notes)
+    again = tcomp.compile(model, backend="auto")
+    _close(again(x), twin(x))
+    assert any("as measured for this program before" in n for n in again.report.notes)
+    assert int(model[1].num_batches_tracked) == int(twin[1].num_batches_tracked) == 2
 
 
 class TakesADict(nn.Module):
