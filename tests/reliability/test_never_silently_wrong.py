@@ -429,3 +429,15 @@ def test_an_object_argument_holding_tensors_runs_eagerly():
         _close(compiled(x, memory), model(x, memory))
     memory.state = torch.full((4,), 5.0)
     _close(compiled(x, memory), model(x, memory))
+
+
+def test_compiling_leaves_the_callers_random_streams_where_they_were():
+    """Capture runs a cheap model on real tensors at several sizes: its dropout must not draw from the caller's
+    generator (the numbers drawn after compiling would differ from those drawn without it)."""
+    model = nn.Sequential(nn.Linear(8, 8), nn.Dropout(0.5), nn.Linear(8, 2)).train()
+    x = torch.randn(4, 8)
+    torch.manual_seed(1)
+    expected = torch.rand(3)
+    torch.manual_seed(1)
+    tcomp.compile(model, (x,))
+    torch.testing.assert_close(torch.rand(3), expected, rtol=0, atol=0)
