@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from tcomp.passmanager import Pass
 
-from . import (algebraic, contraction_order, conv_calls, cse, epilogue, fold_bn, fuse_networks, layout, precision, select,
-               select_through, structured, triton_codegen, tucker)
+from . import (algebraic, batch_siblings, contraction_order, conv_calls, cse, epilogue, fold_bn, fuse_networks,
+               layout, precision, select, select_through, structured, triton_codegen, tucker)
 
 
 def pipeline() -> list[Pass]:
@@ -18,4 +18,5 @@ def pipeline() -> list[Pass]:
     rewrites, then planning and code generation."""
     return [cse.PASS, algebraic.PASS, select_through.PASS, fuse_networks.PASS,
             structured.PASS, precision.PASS, tucker.PASS, select.PASS,
-            fold_bn.PASS, conv_calls.PASS, epilogue.PASS, layout.PASS, contraction_order.PASS, triton_codegen.PASS]
+            fold_bn.PASS, conv_calls.PASS, epilogue.PASS, batch_siblings.PASS, layout.PASS, contraction_order.PASS,
+            triton_codegen.PASS]

@@ -111,7 +111,7 @@ def best_plan(net: Network, at: Point | int | None, *, training: bool = False, q
     15% faster and the Inductor backend 2.2× slower (docs/passes/contraction_order.md)."""
     where = decision_point(at)
     machine = machine or machine_model()
-    key = (_signature(net), point_key(where), training, quick, machine)
+    key = (network_signature(net), point_key(where), training, quick, machine)
     if key in _PLANS:
         _PLANS.move_to_end(key)
         return _PLANS[key]
@@ -132,7 +132,7 @@ _PLANS: OrderedDict = OrderedDict()  # signature -> plan: isomorphic Networks (a
 _PLANS_KEPT = 4096                   # repeated blocks) are searched once per process
 
 
-def _signature(net: Network) -> tuple:
+def network_signature(net: Network) -> tuple:
     """Everything a plan depends on, and nothing else: two Networks with the same signature get the same plan
     (index names included, so the plan applies as it is). Operands are told apart by position, kind, shape,
     dtype and layout, and by which positions hold the same value (a tied operand is prepared once)."""
