@@ -201,6 +201,43 @@ def test_torch_compile_backend_is_registered():
         torch.testing.assert_close(f(x), m(x))
 
 
+def test_the_backend_sees_the_models_parameters_as_its_weights():
+    """Dynamo lifts parameters to graph inputs; the backend puts them back as the model's own tensors, so weight
+    passes apply (two linears with nothing between fold into one product), training updates them, and a call after
+    a parameter is replaced reads the new one."""
+    from tcomp.dynamo_backend import tcomp_backend
+
+    seen = []
+
+    def spy(gm, example_inputs):
+        seen.append(tcomp_backend(gm, example_inputs))
+        return seen[-1]
+
+    torch._dynamo.reset()
+    model = nn.Sequential(nn.Linear(16, 32, bias=False), nn.Linear(32, 4)).eval()
+    twin = nn.Sequential(nn.Linear(16, 32, bias=False), nn.Linear(32, 4)).eval()
+    twin.load_state_dict(model.state_dict())
+    f = torch.compile(model, backend=spy)
+    x = torch.randn(8, 16)
+    with torch.no_grad():  # inference: the product of the two weights is worth folding once
+        torch.testing.assert_close(f(x), twin(x))
+    assert "fold_0" in seen[0].tcomp_module.code
+    model.train(), twin.train()
+    opt, opt_twin = torch.optim.SGD(model.parameters(), lr=0.1), torch.optim.SGD(twin.parameters(), lr=0.1)
+    for _ in range(3):
+        x = torch.randn(8, 16)
+        for fn, o in ((f, opt), (twin, opt_twin)):
+            o.zero_grad()
+            fn(x).square().sum().backward()
+            o.step()
+    for a, b in zip(model.parameters(), twin.parameters()):
+        torch.testing.assert_close(a, b)
+    model[1].weight = nn.Parameter(torch.ones(4, 32))
+    twin[1].weight = nn.Parameter(torch.ones(4, 32))
+    torch.testing.assert_close(f(x), twin(x))
+    torch._dynamo.reset()
+
+
 def test_verify_names_the_pass_that_breaks_equality(monkeypatch):
     from tcomp import passes
 
