@@ -270,8 +270,8 @@ def test_report_is_json_serialisable_and_explains():
     c = tcomp.compile(MLP().eval(), torch.randn(4, 16))
     d = json.loads(json.dumps(c.report.to_dict()))
     assert [p["name"] for p in d["passes"]] == ["cse", "algebraic", "select_through", "fuse_networks", "fold_bn",
-                                                "conv_calls", "epilogue", "layout", "contraction_order",
-                                                "triton_codegen"]
+                                                "conv_calls", "epilogue", "batch_siblings", "layout",
+                                                "contraction_order", "triton_codegen"]
     assert d["flops_after_at_example"] <= d["flops_before_at_example"]
     text = c.explain()
     assert "fuse_networks" in text and "program MLP" in text

@@ -28,8 +28,8 @@ def test_inspect_json(capsys):
     assert main(["inspect", "zoo:tt_net", "--batch", "2", "--format", "json"]) == 0
     d = json.loads(capsys.readouterr().out)
     assert [s["after"] for s in d["snapshots"]] == ["lowered", "cse", "algebraic", "select_through",
-                                                    "fuse_networks", "fold_bn", "conv_calls", "epilogue", "layout",
-                                                    "contraction_order", "triton_codegen"]
+                                                    "fuse_networks", "fold_bn", "conv_calls", "epilogue",
+                                                    "batch_siblings", "layout", "contraction_order", "triton_codegen"]
     assert d["report"]["status"] == "compiled" and "def forward" in d["code"]
 
 
