@@ -10,6 +10,7 @@ call around the fixed non-tensor ones (:class:`CallTemplate`).
 from __future__ import annotations
 
 import enum
+import functools
 import inspect
 from dataclasses import dataclass, replace
 from typing import Any, Callable
@@ -37,6 +38,15 @@ def plain_value(v: Any) -> bool:
     return False
 
 
+@functools.lru_cache(maxsize=256)
+def _positional_names(signature: inspect.Signature) -> tuple[str, ...] | None:
+    """The parameter names when every parameter can be passed by position (none is ``*args``, ``**kwargs`` or
+    keyword-only), else None."""
+    if all(p.kind in _POSITIONAL for p in signature.parameters.values()):
+        return tuple(signature.parameters)
+    return None
+
+
 @dataclass(frozen=True)
 class Arguments:
     """One call of ``forward``, bound (see the module docstring). ``slots``: per value, whether it goes back as a
@@ -52,6 +62,10 @@ class Arguments:
 
     @staticmethod
     def bind(signature: inspect.Signature, args: tuple, kwargs: dict) -> "Arguments":
+        names = _positional_names(signature)
+        if not kwargs and names is not None and len(args) == len(names):  # every parameter given by position:
+            n = len(args)                                                  # what the general path gives, 10x faster
+            return Arguments(tuple(args), names, (None,) * n, (True,) * n, True)
         bound = signature.bind(*args, **kwargs)
         passed = set(bound.arguments)
         bound.apply_defaults()
