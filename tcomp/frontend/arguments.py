@@ -42,7 +42,8 @@ def plain_value(v: Any) -> bool:
 def _positional_names(signature: inspect.Signature) -> tuple[str, ...] | None:
     """The parameter names when every parameter can be passed by position (none is ``*args``, ``**kwargs`` or
     keyword-only), else None."""
-    if all(p.kind in _POSITIONAL for p in signature.parameters.values()):
+    if all(p.kind in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+           for p in signature.parameters.values()):
         return tuple(signature.parameters)
     return None
 

@@ -117,3 +117,24 @@ def test_a_default_the_call_left_out_is_left_out_again():
     model, x, bias = Renamed().eval(), torch.randn(2, 4), torch.full((3,), 10.0)
     compiled, out = _compiled_without_warning(model, x, bias_old=bias)
     torch.testing.assert_close(out, model(x, bias_old=bias))
+
+
+def test_binding_all_positional_arguments_keeps_varargs_apart():
+    """The fast path for calls that pass every parameter by position must not take ``*xs`` for one parameter."""
+    import inspect
+
+    from tcomp.frontend.arguments import Arguments
+
+    t = torch.zeros(1)
+
+    def varargs(*xs):
+        return xs
+
+    def fixed(x, y=2):
+        return x
+
+    bound = Arguments.bind(inspect.signature(varargs), (t,), {})
+    assert bound.names == ("xs_0",) and not bound.fixed_arity and bound.values[0] is t
+    bound = Arguments.bind(inspect.signature(fixed), (t, 3), {})
+    assert bound.names == ("x", "y") and bound.fixed_arity and bound.values == (t, 3) and bound.given == (True, True)
+    assert bound.call_args() == ((t, 3), {})
