@@ -12,7 +12,8 @@ Algorithm:
    depends on: equation, sizes, operand kinds, shapes, dtypes, layouts, which positions hold the same value).
 2. In program order, the Networks of one key form a group while each is independent of the group's earlier members
    (no data path from one to another) and no op before the group's last member reads an earlier member's result;
-   the batched Network takes the last member's place, where every member's operands are defined.
+   the batched Network takes the last member's place, where every member's operands are defined (a program that
+   writes a tensor in place is left alone: an operand could change between a member and the last).
 3. At each operand position, a value all members share is read once (broadcast over the new index); distinct values
    are stacked on every call (``torch.stack``, a copy), parameters too: restacking eight 2x4 weights costs 3 µs,
    where checking a cache of them for changes costs 30 µs — and gradients reach the parameters as they are.
@@ -30,7 +31,8 @@ import torch
 
 from tcomp.contract.search import best_plan, network_signature
 from tcomp.cost.model import dtype_bytes
-from tcomp.ir import Call, Network, Op, Program, Value
+from tcomp.ir import Call, Network, Op, Program, Value, format_op
+from tcomp.ir.analysis import mutation
 from tcomp.ir.indices import IndexPool
 from tcomp.ir.symbolic import decision_point, evaluate, prod
 from tcomp.passmanager import Pass, PassContext, PassReport
@@ -41,6 +43,10 @@ NAME = "batch_siblings"
 def run(program: Program, ctx: PassContext) -> tuple[Program, PassReport]:
     new = program.copy()
     report = PassReport(NAME, changed=False)
+    writer = mutation(program)
+    if writer is not None:  # the batched Network reads every member's operands where the last member ran
+        report.notes.append(f"not run: {format_op(writer).strip()} writes a tensor in place")
+        return new, report
     at = decision_point(program.example)
     batched = 0
     for group in _groups(new):

@@ -19,7 +19,8 @@ While a Network's result has exactly one reader and is not a program output, tha
 
 Multiplying or dividing by a scalar is left to fuse_networks, which treats it as linear scaling and fuses networks
 through it. In-place ops (``inplace=True``) are never attached. The grown Network takes the place of the last op it
-absorbed, so every value its epilogue reads is already defined there.
+absorbed, so every value its epilogue reads is already defined there — never past an op that writes a tensor in
+place (the Network would read the written value: ``a.mul_(2)`` between ``x = f(a)`` and ``x + y``).
 
 Convolutions kept as Calls are left alone: a Call has no epilogue, the emitted code would be the same torch calls
 whether or not they were grouped, no kernel of tcomp's consumes such a grouping (the Triton kernels cover Networks;
@@ -31,6 +32,7 @@ from __future__ import annotations
 import torch
 
 from tcomp.ir import ACC, Call, EpilogueOp, Network, Op, Pointwise, Program, Value
+from tcomp.ir.analysis import writes_in_place
 from tcomp.passmanager import Pass, PassContext, PassReport
 
 NAME = "epilogue"
@@ -83,6 +85,8 @@ def run(program: Program, ctx: PassContext) -> tuple[Program, PassReport]:
     network_at: dict[int, int] = {}  # id(value) -> position in ops of the Network producing it
     attached: dict[str, int] = {}
     for op in new.ops:
+        if writes_in_place(op):  # a Network before the write must not move after it: it would read the new value
+            network_at.clear()
         step = None
         for v in op.inputs():
             k = network_at.get(id(v))

@@ -23,13 +23,15 @@ _RANDOM_NAMES = {"normal", "uniform", "exponential", "geometric", "cauchy", "log
 def mutation(program) -> Op | None:
     """The first op that writes a tensor in place (a stateful submodule updating its own buffers does not count:
     no program value aliases them), or None."""
-    for op in program.ops:
-        if isinstance(op, Call) and op.kind == "module":
-            continue
-        if not is_pure(op) or (isinstance(op, Call) and op.target in _IN_PLACE_OPERATORS) \
-                or (isinstance(op, Pointwise) and op.kwargs.get("inplace") is True):
-            return op
-    return None
+    return next((op for op in program.ops if writes_in_place(op)), None)
+
+
+def writes_in_place(op: Op) -> bool:
+    """Whether ``op`` writes a program value in place (see :func:`mutation`)."""
+    if isinstance(op, Call) and op.kind == "module":
+        return False
+    return not is_pure(op) or (isinstance(op, Call) and op.target in _IN_PLACE_OPERATORS) \
+        or (isinstance(op, Pointwise) and op.kwargs.get("inplace") is True)
 
 
 def deterministic(op: Op) -> bool:

@@ -441,3 +441,26 @@ def test_compiling_leaves_the_callers_random_streams_where_they_were():
     torch.manual_seed(1)
     tcomp.compile(model, (x,))
     torch.testing.assert_close(torch.rand(3), expected, rtol=0, atol=0)
+
+
+def test_an_elementwise_op_is_not_fused_across_a_write_in_place():
+    """``first + second`` with ``a.mul_(2)`` between the two contractions: fusing the add into the first one moved it
+    after the write, which then read the doubled ``a`` (error 7 on outputs of scale 5; the check against eager
+    compares no values for a program that writes in place)."""
+
+    class WritesBetween(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = nn.Parameter(torch.randn(2, 3, 3, 4, dtype=torch.float64))
+
+        def forward(self, x):
+            a, b = x[:, 0].clone(), x[:, 1].clone()
+            first = torch.einsum("bi,bj,ijk->bk", a, b, self.w[0])
+            a.mul_(2.0)
+            return first + torch.einsum("bi,bj,ijk->bk", b, a, self.w[1])
+
+    torch.manual_seed(0)
+    model = WritesBetween()
+    x = torch.randn(5, 2, 3, dtype=torch.float64)
+    compiled = tcomp.compile(model, x)
+    _close(compiled(x), model(x))

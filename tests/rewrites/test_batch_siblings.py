@@ -68,3 +68,24 @@ def test_a_chain_is_not_batched():
     compiled = _check(Siblings(chain=True, d=4), torch.randn(5, 12, 4, dtype=torch.float64),
                       torch.randn(3, 12, 4, dtype=torch.float64))
     assert not _batched(compiled)
+
+
+def test_a_program_that_writes_in_place_is_left_alone():
+    """An operand written in place between two siblings: the batched Network would read the new value for both."""
+
+    class WritesBetween(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = nn.ParameterList(nn.Parameter(torch.randn(3, 3, 4, dtype=torch.float64)) for _ in range(2))
+
+        def forward(self, x):
+            a, b = x[:, 0].clone(), x[:, 1].clone()
+            first = torch.einsum("bi,bj,ijk->bk", a, b, self.w[0])
+            a.mul_(2.0)
+            second = torch.einsum("bi,bj,ijk->bk", b, a, self.w[1])
+            return first + second
+
+    torch.manual_seed(0)
+    x, x2 = torch.randn(5, 2, 3, dtype=torch.float64), torch.randn(3, 2, 3, dtype=torch.float64)
+    compiled = _check(WritesBetween(), x, x2)
+    assert not _batched(compiled)
