@@ -107,17 +107,15 @@ class _Batched:
         self.program, self.group, self.ctx, self.at = program, group, ctx, at
         first = group[0]
         self.n = IndexPool(first.sizes).new()
-        self.shared = [all(m.operands[p] is first.operands[p] for m in group) for p in range(len(first.operands))]
         self.stacks: list[Op] = []
         operands, dims = [], []
         for p, v in enumerate(first.operands):
-            if self.shared[p]:
+            values = [m.operands[p] for m in group]
+            if all(x is v for x in values):  # shared: read once, broadcast over the new index
                 operands.append(v)
                 dims.append(first.operand_dims[p])
                 continue
-            values = [m.operands[p] for m in group]
-            out = Value(f"{first.out.name}_stack{p}", (len(group), *v.shape), v.dtype,
-                        kind="op", stride_order=None)
+            out = Value(f"{first.out.name}_stack{p}", (len(group), *v.shape), v.dtype)
             self.stacks.append(Call(out, torch.stack, "function", (values,), {}))
             operands.append(out)
             dims.append(((self.n,), *first.operand_dims[p]))
@@ -142,12 +140,12 @@ class _Batched:
         program, group = self.program, self.group
         last = max(program.ops.index(m) for m in group)
         parts = Value(f"{self.out.name}_parts", None, None)
-        ops: list[Op] = [*self.stacks, self.network, Call(parts, torch.unbind, "function", (self.out,), {})]
-        for k, m in enumerate(group):
-            ops.append(Call(Value(m.out.name, m.out.shape, m.out.dtype), operator.getitem, "function", (parts, k), {}))
-        program.ops[last:last + 1] = ops
-        for k, m in enumerate(group):
-            program.replace_uses(m.out, ops[len(self.stacks) + 2 + k].out)
+        views = [Call(Value(m.out.name, m.out.shape, m.out.dtype), operator.getitem, "function", (parts, k), {})
+                 for k, m in enumerate(group)]
+        program.ops[last:last + 1] = [*self.stacks, self.network,
+                                      Call(parts, torch.unbind, "function", (self.out,), {}), *views]
+        for m, view in zip(group, views):
+            program.replace_uses(m.out, view.out)
         program.ops = [op for op in program.ops if not any(op is m for m in group)]
 
 

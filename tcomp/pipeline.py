@@ -205,21 +205,22 @@ def _backend(choice: str, program: Program, gm: fx.GraphModule, example: tuple, 
     compile is 5-40 s), one measured faster with it is compiled without measuring again."""
     if choice == "eager":
         return gm, []
-    table = DiskCache.open("backend")
-    key = _backend_key(gm, example)
-    known = table.get(key, valid=lambda v: v in ("eager", "inductor")) if choice == "auto" else DiskCache.MISSING
+
+    def inductor():
+        with _timed(timings, "inductor"):
+            return compile_with_inductor(emit(program, fold_buffers=True), gm, example)
+
+    if choice == "inductor":
+        return inductor(), []
+    table, key = DiskCache.open("backend"), _backend_key(gm, example)
+    known = table.get(key, valid=lambda v: v in ("eager", "inductor"))
     runner, note = None, ""
-    if known is DiskCache.MISSING or known == "inductor":
+    if known != "eager":
         try:
-            with _timed(timings, "inductor"):
-                runner = compile_with_inductor(emit(program, fold_buffers=True), gm, example)
+            runner = inductor()
         except Exception as err:  # noqa: BLE001 - Inductor unavailable or failing: keep the eager backend
-            if choice == "inductor":
-                raise
             note = (f"backend auto: Inductor failed ({type(err).__name__}: {str(err).splitlines()[0][:200]}); "
                     f"using the eager backend")
-    if choice == "inductor":
-        return runner, []
     if runner is not None and known is DiskCache.MISSING:
         t_eager, t_ind = median_time(gm, example), median_time(runner, example)
         known = "inductor" if t_ind < t_eager else "eager"
@@ -229,8 +230,8 @@ def _backend(choice: str, program: Program, gm: fx.GraphModule, example: tuple, 
     elif not note:
         note = f"backend auto: {known}, as measured for this program before (tcomp's cache)"
     use_inductor = agree(runner is not None and known == "inductor")  # rank 0's choice on every rank
-    if use_inductor and runner is None:  # another rank measured, or this one found it in its cache
-        runner = compile_with_inductor(emit(program, fold_buffers=True), gm, example)
+    if use_inductor and runner is None:  # rank 0 chose Inductor where this rank has none (its cache said eager)
+        runner = inductor()
     return (runner if use_inductor else gm), [note]
 
 

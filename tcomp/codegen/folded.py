@@ -87,7 +87,6 @@ class CachedFunction(nn.Module):
             return _CachedValue.apply(self, self._cache, *inputs)
         return self._cache
 
-
     def _unchanged(self, inputs: tuple[torch.Tensor, ...]) -> bool:
         if self._key is None or len(inputs) != len(self._key):
             return False

@@ -41,16 +41,9 @@ class Cost:
         return Cost(as_size(self.flops * k), as_size(self.bytes * k), as_size(self.copy_bytes * k), self.launches * k,
                     as_size(self.matrices * k))
 
-    def time(self, m: "MachineModel") -> Size:
-        """Seconds on machine ``m`` (an expression in ``B`` and ``S`` when the cost is symbolic)."""
-        t = (sympy.sympify(self.flops) / m.gemm_flops_per_s + sympy.sympify(self.bytes) / m.bytes_per_s
-             + sympy.sympify(self.matrices) * m.matrix_s
-             + sympy.sympify(self.copy_bytes) / m.copy_bytes_per_s + self.launches * m.launch_s)
-        return t if t.free_symbols else float(t)
-
     def time_at(self, at: Point | int | None, machine: "MachineModel") -> float:
-        """Seconds at a point (a batch size alone, or a value per symbol; a symbol not given counts as 2): what
-        :meth:`time` is there, with each quantity evaluated first."""
+        """Seconds on ``machine`` at a point (a batch size alone, or a value per symbol; a symbol not given counts
+        as 2): each quantity evaluated there, then priced as the module docstring's sum."""
         where = complete(at)
 
         def number(x: Size) -> float:

@@ -93,8 +93,7 @@ class Arguments:
                                or (kind in _POSITIONAL and position < len(args)))
                 slots.append(None if by_position else name)
                 given.append(name in passed)
-        fixed = all(p.kind in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
-                    for p in signature.parameters.values())
+        fixed = _positional_names(signature) is not None
         return Arguments(tuple(values), tuple(names), tuple(slots), tuple(given), fixed)
 
     def call_args(self) -> tuple[tuple, dict]:

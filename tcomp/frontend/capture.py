@@ -14,11 +14,10 @@ a silent wrong answer).
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
 import traceback
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import sympy
 import torch
@@ -262,10 +261,10 @@ def preserved_state(module: torch.nn.Module):
 
 def _record_shapes(cap: Captured, symbols: tuple[sympy.Symbol, ...], real_tensors: bool) -> None:
     with preserved_state(cap.gm):
-        _record_shapes_now(cap, symbols, functools.partial(_propagate_any, real_tensors=real_tensors))
+        _record_shapes_now(cap, symbols, real_tensors)
 
 
-def _record_shapes_now(cap: Captured, symbols: tuple[sympy.Symbol, ...], _propagate_any: Callable) -> None:
+def _record_shapes_now(cap: Captured, symbols: tuple[sympy.Symbol, ...], real_tensors: bool) -> None:
     """Shapes at the example inputs and, for ``symbols``, at other batch sizes and sequence lengths
     (:func:`_candidate_dims`, :func:`_probe_sizes`), every size fitted as a polynomial in them
     (:func:`tcomp.ir.symbolic.fit`). A fit is only known to hold between the sizes it was probed at: each symbol
@@ -273,7 +272,7 @@ def _record_shapes_now(cap: Captured, symbols: tuple[sympy.Symbol, ...], _propag
     compiles again outside it). A symbol with no such range is dropped, and the shapes specialise to its example
     size (the notes say so)."""
     gm, inputs = cap.gm, cap.example_inputs
-    base = _propagate_any(gm, inputs)
+    base = _propagate_any(gm, inputs, real_tensors)
     candidates = {sym: dims for sym, dims in _candidate_dims(inputs).items() if sym in symbols}
     example = {sym: inputs[dims[0][0]].shape[dims[0][1]] for sym, dims in candidates.items()}
     windows: dict[sympy.Symbol, list[tuple[Point, dict]]] = {}
@@ -281,7 +280,8 @@ def _record_shapes_now(cap: Captured, symbols: tuple[sympy.Symbol, ...], _propag
         probes = []
         for size in _probe_sizes(example[sym]):
             try:
-                probes.append(({**example, sym: size}, _propagate_any(gm, _resized(inputs, dims, size))))
+                probes.append(({**example, sym: size}, _propagate_any(gm, _resized(inputs, dims, size),
+                                                                  real_tensors)))
             except Exception:  # noqa: BLE001 - the model does not run at that size: a narrower range
                 continue
         window = _widest_fitting(base, example, sym, probes)
@@ -295,8 +295,8 @@ def _record_shapes_now(cap: Captured, symbols: tuple[sympy.Symbol, ...], _propag
     if len(windows) == 2:  # one run with both grown: the B*S terms of flattened [B, S, ...] tensors
         grown = {sym: example[sym] + 2 for sym in windows}
         try:
-            runs.append((grown, _propagate_any(gm, _resized(_resized(inputs, candidates[B], grown[B]),
-                                                            candidates[S], grown[S]))))
+            grown_inputs = _resized(_resized(inputs, candidates[B], grown[B]), candidates[S], grown[S])
+            runs.append((grown, _propagate_any(gm, grown_inputs, real_tensors)))
         except Exception:  # noqa: BLE001
             del windows[S]
     kept = list(windows)

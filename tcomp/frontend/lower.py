@@ -23,7 +23,7 @@ import torch.nn.functional as F
 import torch.utils._pytree as pytree
 
 from tcomp.ir import ACC, Call, Dims, EpilogueOp, Network, Pointwise, Program, Value
-from tcomp.ir.indices import IndexPool, refine
+from tcomp.ir.indices import IndexPool, einsum_equation, refine
 from tcomp.ir.symbolic import Size, as_size
 
 from . import data_dependence
@@ -570,14 +570,17 @@ def _tensordot_equation(na: int, nb: int, dims: Any) -> str | None:
         da, db = [d % na for d in da], [d % nb for d in db]
     else:
         return None
-    if na + nb > len(string.ascii_letters) or len(set(da)) != len(da) or len(set(db)) != len(db):
+    if len(set(da)) != len(da) or len(set(db)) != len(db):
         return None
-    a = string.ascii_letters[:na]
-    b = list(string.ascii_letters[na:na + nb])
+    a = [f"a{d}" for d in range(na)]
+    b = [f"b{d}" for d in range(nb)]
     for x, y in zip(da, db):
         b[y] = a[x]
     out = [a[d] for d in range(na) if d not in da] + [b[d] for d in range(nb) if d not in db]
-    return f"{a},{''.join(b)}->{''.join(out)}"
+    try:
+        return einsum_equation([a, b], out)
+    except ValueError:  # more distinct indices than torch.einsum's 52 letters
+        return None
 
 
 def _is_constant(value: Any) -> bool:

@@ -73,7 +73,7 @@ def value_at(x: sympy.Expr, at: Point) -> sympy.Expr:
     """``x`` with the symbols of ``at`` replaced by their values: a number when ``at`` gives them all. Remembered
     (planning prices the same few expressions at the same point tens of thousands of times, and a sympy
     substitution costs about a millisecond)."""
-    return _value_at(x, tuple(sorted(((s.name, int(v)) for s, v in at.items()))))
+    return _value_at(x, point_key(at))
 
 
 @functools.lru_cache(maxsize=1 << 16)

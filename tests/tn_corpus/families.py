@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import math
 import random
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -204,23 +205,25 @@ class TNModule(nn.Module):
         return self.shared(grad=True)
 
 
-class Family:
+class Family(ABC):
     """A family of tensor networks: draws sizes, initialises the shared parameters, and builds the model in any of
     its styles from them."""
     name = ""
     styles: tuple[str, ...] = ()
+    network: type[TNModule]  # the module every style of the family is built as
 
+    @abstractmethod
     def sizes(self, rng: random.Random) -> dict:
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def cost(self, s: dict) -> tuple[float, float, int]:
         """(FLOPs per sample, largest intermediate per sample in elements, parameter count), over all styles but
         ``vmap``'s copies of the weights."""
-        raise NotImplementedError
 
+    @abstractmethod
     def largest(self, s: dict) -> int:
         """The largest parameter tensor's size: ``vmap`` of a contraction with a weight expands it per sample."""
-        raise NotImplementedError
 
     def style_cost(self, s: dict, style: str) -> tuple[float, float, int]:
         flops, elements, params = self.cost(s)
@@ -228,20 +231,48 @@ class Family:
             elements = max(elements, self.largest(s))
         return flops, elements, params
 
+    @abstractmethod
     def params(self, s: dict, gen: torch.Generator) -> dict:
-        raise NotImplementedError
+        ...
 
     def module(self, style: str, s: dict, p: dict) -> TNModule:
-        raise NotImplementedError
+        return self.network(style, s, p)
 
+    @abstractmethod
     def inputs(self, s: dict, batch: int, gen: torch.Generator) -> tuple[Tensor, ...]:
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def out_tail(self, s: dict) -> tuple[int, ...]:
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def describe(self, s: dict) -> str:
-        raise NotImplementedError
+        ...
+
+
+class FeatureFamily(Family):
+    """A classifier over a chain of local feature maps (:func:`local_features`): one feature vector a site in,
+    ``classes`` scores out."""
+
+    def sites(self, s: dict) -> int:
+        return s["sites"]
+
+    def inputs(self, s, batch, gen):
+        return _feature_inputs(s["feature"], self.sites(s), s["d"], batch, gen)
+
+    def out_tail(self, s):
+        return (s["classes"],)
+
+
+class LinearFamily(Family):
+    """A factorized linear map from ``prod(n)`` to ``prod(m)`` features."""
+
+    def inputs(self, s, batch, gen):
+        return (_randn(gen, batch, math.prod(s["n"])),)
+
+    def out_tail(self, s):
+        return (math.prod(s["m"]),)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -341,9 +372,10 @@ class MPSClassifier(TNModule):
         return torch.vmap(one)(x)
 
 
-class MPSFamily(Family):
+class MPSFamily(FeatureFamily):
     name = "mps"
     styles = ("einsum", "tensordot", "matmul", "stacked", "vmap")
+    network = MPSClassifier
 
     def sizes(self, rng):
         feature, d = _feature_sizes(rng, 8)
@@ -370,15 +402,6 @@ class MPSFamily(Family):
         else:
             p["head"] = _randn(gen, D, C, scale=D ** -0.5)
         return p
-
-    def module(self, style, s, p):
-        return MPSClassifier(style, s, p)
-
-    def inputs(self, s, batch, gen):
-        return _feature_inputs(s["feature"], s["sites"], s["d"], batch, gen)
-
-    def out_tail(self, s):
-        return (s["classes"],)
 
     def describe(self, s):
         return (f"{s['sites']} sites, {s['feature']} features d={s['d']}, bond {s['bond']}, {s['classes']} classes "
@@ -463,9 +486,10 @@ class TreeTN(TNModule):
         return torch.vmap(one)(x)
 
 
-class TreeFamily(Family):
+class TreeFamily(FeatureFamily):
     name = "tree"
     styles = ("einsum", "tensordot", "matmul", "stacked", "vmap")
+    network = TreeTN
 
     def sizes(self, rng):
         feature, d = _feature_sizes(rng, 8)
@@ -487,14 +511,8 @@ class TreeFamily(Family):
                     nodes=[_randn(gen, D, D, D, scale=D ** -0.5) for _ in range(L - 2)],
                     root=_randn(gen, D, D, C, scale=D ** -0.5))
 
-    def module(self, style, s, p):
-        return TreeTN(style, s, p)
-
-    def inputs(self, s, batch, gen):
-        return _feature_inputs(s["feature"], s["leaves"], s["d"], batch, gen)
-
-    def out_tail(self, s):
-        return (s["classes"],)
+    def sites(self, s):
+        return s["leaves"]
 
     def describe(self, s):
         return f"{s['leaves']} leaves, {s['feature']} features d={s['d']}, bond {s['bond']}, {s['classes']} classes"
@@ -598,9 +616,10 @@ class PEPSPatch(TNModule):
         return torch.vmap(one)(x)
 
 
-class PEPSFamily(Family):
+class PEPSFamily(FeatureFamily):
     name = "peps"
     styles = ("einsum", "matmul", "oneshot", "vmap")
+    network = PEPSPatch
 
     def sizes(self, rng):
         rows, cols = rng.choice([(2, 2), (2, 3), (3, 2), (2, 4), (4, 2), (3, 3)])
@@ -639,14 +658,8 @@ class PEPSFamily(Family):
         scale = s["bond"] ** (-bonds / (2 * n))     # the contraction's variance stays O(1)
         return dict(sites=[_randn(gen, *[dims[a] for a in leg], scale=scale) for leg in legs])
 
-    def module(self, style, s, p):
-        return PEPSPatch(style, s, p)
-
-    def inputs(self, s, batch, gen):
-        return _feature_inputs(s["feature"], s["rows"] * s["cols"], s["d"], batch, gen)
-
-    def out_tail(self, s):
-        return (s["classes"],)
+    def sites(self, s):
+        return s["rows"] * s["cols"]
 
     def describe(self, s):
         return (f"{s['rows']}x{s['cols']} grid, {s['feature']} features d={s['d']}, bond {s['bond']}, "
@@ -790,9 +803,10 @@ class MERALayers(TNModule):
         return torch.vmap(one)(x)
 
 
-class MERAFamily(Family):
+class MERAFamily(FeatureFamily):
     name = "mera"
     styles = ("einsum", "tensordot", "matmul", "stacked", "vmap")
+    network = MERALayers
 
     def sizes(self, rng):
         sites = rng.choice((4, 8, 8, 16))
@@ -833,15 +847,6 @@ class MERAFamily(Family):
             p[f"iso{i}"] = [_randn(gen, x, x, y, scale=y ** -0.5) for _ in range(m // 2)]
         p["top"] = _randn(gen, dims[-1], dims[-1], s["classes"])
         return p
-
-    def module(self, style, s, p):
-        return MERALayers(style, s, p)
-
-    def inputs(self, s, batch, gen):
-        return _feature_inputs(s["feature"], s["sites"], s["d"], batch, gen)
-
-    def out_tail(self, s):
-        return (s["classes"],)
 
     def describe(self, s):
         return (f"{s['sites']} sites, {len(mera_layers(s['sites']))} layers, {s['feature']} features d={s['d']}, "
@@ -923,9 +928,10 @@ class TTLinear(TNModule):
         return self._finish(torch.vmap(one)(x))
 
 
-class TTFamily(Family):
+class TTFamily(LinearFamily):
     name = "tt_linear"
     styles = ("einsum", "tensordot", "matmul", "stacked", "vmap")
+    network = TTLinear
 
     def sizes(self, rng):
         k = rng.randint(2, 4)
@@ -955,15 +961,6 @@ class TTFamily(Family):
         scale = (fan_in ** (-1 / K) * s["rank"] ** (-(K - 1) / K)) ** 0.5     # Var(W) = 1 / fan_in
         return dict(cores=[_randn(gen, r[k], n[k], m[k], r[k + 1], scale=scale) for k in range(K)],
                     bias=_randn(gen, math.prod(m), scale=0.1) if s["bias"] else None)
-
-    def module(self, style, s, p):
-        return TTLinear(style, s, p)
-
-    def inputs(self, s, batch, gen):
-        return (_randn(gen, batch, math.prod(s["n"])),)
-
-    def out_tail(self, s):
-        return (math.prod(s["m"]),)
 
     def describe(self, s):
         return (f"{'x'.join(map(str, s['n']))} -> {'x'.join(map(str, s['m']))}, TT rank {s['rank']}"
@@ -1043,9 +1040,10 @@ class TuckerLinear(TNModule):
         return self._finish(torch.vmap(one)(x))
 
 
-class TuckerFamily(Family):
+class TuckerFamily(LinearFamily):
     name = "tucker_linear"
     styles = ("oneshot", "einsum", "tensordot", "matmul", "vmap")
+    network = TuckerLinear
 
     def sizes(self, rng):
         k = rng.randint(2, 3)
@@ -1090,15 +1088,6 @@ class TuckerFamily(Family):
                     core=_randn(gen, *a, *c, scale=math.prod(a) ** -0.5),
                     V=[_randn(gen, x, y, scale=x ** -0.5) for x, y in zip(c, m)],
                     bias=_randn(gen, math.prod(m), scale=0.1) if s["bias"] else None)
-
-    def module(self, style, s, p):
-        return TuckerLinear(style, s, p)
-
-    def inputs(self, s, batch, gen):
-        return (_randn(gen, batch, math.prod(s["n"])),)
-
-    def out_tail(self, s):
-        return (math.prod(s["m"]),)
 
     def describe(self, s):
         return (f"{'x'.join(map(str, s['n']))} -> {'x'.join(map(str, s['m']))}, ranks {'x'.join(map(str, s['a']))}"
@@ -1157,9 +1146,10 @@ class CPLinear(TNModule):
         return torch.vmap(one)(x)
 
 
-class CPFamily(Family):
+class CPFamily(LinearFamily):
     name = "cp_linear"
     styles = ("einsum", "oneshot", "matmul", "vmap")
+    network = CPLinear
 
     def sizes(self, rng):
         k = rng.randint(2, 4)
@@ -1180,15 +1170,6 @@ class CPFamily(Family):
         n, m, R = s["n"], s["m"], s["rank"]
         scale = (R * math.prod(n)) ** (-1 / (4 * len(n)))     # Var(W) = 1 / fan_in
         return dict(A=[_randn(gen, x, R, scale=scale) for x in n], B=[_randn(gen, x, R, scale=scale) for x in m])
-
-    def module(self, style, s, p):
-        return CPLinear(style, s, p)
-
-    def inputs(self, s, batch, gen):
-        return (_randn(gen, batch, math.prod(s["n"])),)
-
-    def out_tail(self, s):
-        return (math.prod(s["m"]),)
 
     def describe(self, s):
         return f"{'x'.join(map(str, s['n']))} -> {'x'.join(map(str, s['m']))}, CP rank {s['rank']}"
@@ -1243,6 +1224,7 @@ class Multilinear(TNModule):
 class MultilinearFamily(Family):
     name = "multilinear"
     styles = ("einsum", "tensordot", "matmul", "functional", "vmap")
+    network = Multilinear
 
     def sizes(self, rng):
         order = rng.choice((2, 3))
@@ -1267,9 +1249,6 @@ class MultilinearFamily(Family):
 
     def params(self, s, gen):
         return dict(weight=_randn(gen, *s["dims"], scale=math.prod(s["dims"][:-1]) ** -0.5))
-
-    def module(self, style, s, p):
-        return Multilinear(style, s, p)
 
     def inputs(self, s, batch, gen):
         return tuple(_randn(gen, batch, d) for d in s["dims"][:-1])
@@ -1340,6 +1319,7 @@ class TensorProduct(TNModule):
 class TensorProductFamily(Family):
     name = "tensor_product"
     styles = ("oneshot", "einsum", "tensordot", "matmul", "vmap")
+    network = TensorProduct
 
     def sizes(self, rng):
         l1, l2 = rng.randint(0, 3), rng.randint(0, 3)
@@ -1359,9 +1339,6 @@ class TensorProductFamily(Family):
     def params(self, s, gen):
         return dict(cg=cg_like(s["l1"], s["l2"], s["l3"], gen),
                     weight=_randn(gen, s["u"], s["v"], s["w"], scale=(s["u"] * s["v"]) ** -0.5))
-
-    def module(self, style, s, p):
-        return TensorProduct(style, s, p)
 
     def inputs(self, s, batch, gen):
         return (_randn(gen, batch, s["u"], 2 * s["l1"] + 1), _randn(gen, batch, s["v"], 2 * s["l2"] + 1))
@@ -1439,6 +1416,7 @@ class EinsumAttention(TNModule):
 class AttentionFamily(Family):
     name = "attention"
     styles = ("einsum", "matmul", "stacked", "tensordot", "sdpa", "vmap")
+    network = EinsumAttention
 
     def sizes(self, rng):
         s = dict(seq=_loguniform(rng, 2, 128), model=_loguniform(rng, 4, 128), heads=rng.choice((1, 2, 4, 8)),
@@ -1457,9 +1435,6 @@ class AttentionFamily(Family):
         D, H, e = s["model"], s["heads"], s["head_dim"]
         return dict(qkv=[_randn(gen, D, H, e, scale=D ** -0.5) for _ in range(3)],
                     out=_randn(gen, H, e, D, scale=(H * e) ** -0.5))
-
-    def module(self, style, s, p):
-        return EinsumAttention(style, s, p)
 
     def inputs(self, s, batch, gen):
         return (_randn(gen, batch, s["seq"], s["model"]),)
