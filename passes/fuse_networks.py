@@ -14,6 +14,9 @@ A Network operand produced by another Network is replaced by that producer's ope
   (:data:`~tcomp.contract.search.OPTIMAL_MAX`), so that a long chain is not grown into one network that
   costs minutes to plan and gains nothing over its pieces.
 
+A producer never merges into a consumer across an op that writes a tensor in place: the merged network reads the
+producer's operands where the consumer is, after the write.
+
 A multiply by a Python scalar whose reader is a Network becomes part of the network's epilogue first (scalar
 scaling is linear), so networks fuse through it. Merging works across module boundaries: the IR has none.
 """
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import torch
 
+from tcomp.ir.analysis import writes_in_place
 from tcomp.ir.indices import IndexPool
 from tcomp.ir import ACC, EpilogueOp, Network, Pointwise, Program, Value
 from tcomp.passmanager import Pass, PassContext, PassReport
@@ -74,6 +78,8 @@ def run(program: Program, ctx: PassContext) -> tuple[Program, PassReport]:
     merges = 0
     rejected_cost = 0
     producers = new.producers()
+    position = {id(op): k for k, op in enumerate(new.ops)}
+    writes = [k for k, op in enumerate(new.ops) if writes_in_place(op)]
     planned = _Plans(ctx, new.example)
     for k, op in enumerate(new.ops):
         if not isinstance(op, Network):
@@ -91,6 +97,8 @@ def run(program: Program, ctx: PassContext) -> tuple[Program, PassReport]:
                 single = len(readers) == 1 and sum(1 for o in current.operands if o is v) == 1
                 if not (single or prod.is_relabel) or scale_of(prod.epilogue) is None:
                     continue  # (a producer whose epilogue is not linear never merges: skip pricing it)
+                if any(position[id(prod)] < w < k for w in writes):
+                    continue  # merged, the producer's operands would be read after a write in place to them
                 separate = [planned(current), planned(prod)]
                 merged = merge(current, pos, prod, tuple([(s.lhs, s.rhs) for s in p.steps] for p in separate))
                 if merged is None:
@@ -102,6 +110,7 @@ def run(program: Program, ctx: PassContext) -> tuple[Program, PassReport]:
                 current = merged
                 new.ops[k] = current
                 producers[id(current.out)] = current
+                position[id(current)] = k
                 merges += 1
                 progress = True
                 break

@@ -464,3 +464,25 @@ def test_an_elementwise_op_is_not_fused_across_a_write_in_place():
     x = torch.randn(5, 2, 3, dtype=torch.float64)
     compiled = tcomp.compile(model, x)
     _close(compiled(x), model(x))
+
+
+def test_contractions_are_not_merged_across_a_write_in_place():
+    """``h = a @ w1; a.mul_(2); h @ w2``: merging the two products read ``a`` after the write (error 2.7)."""
+
+    class WritesBetween(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w1 = nn.Parameter(torch.randn(3, 4, dtype=torch.float64))
+            self.w2 = nn.Parameter(torch.randn(4, 2, dtype=torch.float64))
+
+        def forward(self, x):
+            a = x.clone()
+            h = a @ self.w1
+            a.mul_(2.0)
+            return h @ self.w2 + a.sum()
+
+    torch.manual_seed(0)
+    model = WritesBetween().eval()
+    x = torch.randn(5, 3, dtype=torch.float64)
+    compiled = tcomp.compile(model, x)
+    _close(compiled(x), model(x))
