@@ -8,14 +8,18 @@ program was fitted on, where it is symbolic in them — the values of non-tensor
 call that matches no guard compiles again with the new inputs as examples; nothing ever runs a program on inputs
 it was not compiled for.
 
-Failure handling: when capture or compilation fails, ``strict=True`` raises; otherwise the module warns once
-and runs the original model eagerly for that signature. If a compiled program raises at run time on an input
-the eager model accepts, that signature falls back to eager with a warning.
+Failure handling: a model neither torch.fx nor torch.export can trace is compiled in pieces around the constructs
+that stop them, through TorchDynamo (:mod:`tcomp.frontend.dynamo`). When capture or compilation fails otherwise,
+``strict=True`` raises; otherwise the module warns once and runs the original model eagerly for that signature. If
+a compiled program raises at run time on an input the eager model accepts, that signature falls back to eager with
+a warning.
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import inspect
+import time
 import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -28,7 +32,9 @@ import torch.nn as nn
 from tcomp.approx.selection import Selection
 from tcomp.codegen.kernels.source import kernel_sources
 from tcomp.distributed import refuse_wrapped
-from tcomp.frontend.arguments import Arguments
+from tcomp.frontend.arguments import Arguments, Positional
+from tcomp.frontend.capture import UntraceableError
+from tcomp.frontend.dynamo import Pieces, in_pieces
 from tcomp.ir import Program
 from tcomp.ir.symbolic import B, S
 from tcomp.options import Options
@@ -83,6 +89,14 @@ class _Guard:
                  if s[0] == "tensor" else f"{n}={s[1]!r}" for n, s in zip(self.names, self.specs)]
         return ", ".join(parts) + f", {'train' if self.training else 'eval'} mode"
 
+    def __post_init__(self):
+        # what a call checks, laid out for speed (a small model's call costs a few microseconds): per tensor argument
+        # its position, dtype, device, rank and fixed sizes; per value argument its position and value
+        self._tensor_checks = tuple(
+            (k, spec[1], spec[2], len(spec[3]), tuple((d, s) for d, s in enumerate(spec[3]) if isinstance(s, int)))
+            for k, spec in enumerate(self.specs) if spec[0] == "tensor")
+        self._value_checks = tuple((k, spec[1]) for k, spec in enumerate(self.specs) if spec[0] == "value")
+
     def matches(self, arguments: Arguments, training: bool, any_length: bool = False) -> bool:
         """Whether a call matches; with ``any_length``, whatever the lengths of dimension 1."""
         args = arguments.values
@@ -90,19 +104,21 @@ class _Guard:
             return False
         if self.autograd is not None and _autograd_state(args) != self.autograd:
             return False
-        for a, spec in zip(args, self.specs):
-            if spec[0] == "tensor":
-                if not isinstance(a, torch.Tensor) or a.dtype != spec[1] or a.device != spec[2] \
-                        or a.dim() != len(spec[3]):
+        for k, dtype, device, rank, fixed in self._tensor_checks:
+            a = args[k]
+            if not isinstance(a, torch.Tensor) or a.dtype != dtype or a.device != device or a.dim() != rank:
+                return False
+            shape = a.shape
+            for d, size in fixed:
+                if shape[d] != size and not (any_length and d == 1):
                     return False
-                if any(isinstance(s, int) and s != t and not (any_length and d == 1)
-                       for d, (s, t) in enumerate(zip(spec[3], a.shape))):
-                    return False
-            elif isinstance(a, torch.Tensor) or not _same_value(a, spec[1]):
+        for k, value in self._value_checks:
+            if isinstance(args[k], torch.Tensor) or not _same_value(args[k], value):
                 return False
         for dims, (lowest, highest) in zip(self.dynamic, self.ranges):
-            sizes = {args[k].shape[d] for k, d in dims}
-            if len(sizes) != 1 or not lowest <= min(sizes) <= highest:
+            (k0, d0), *rest = dims
+            size = args[k0].shape[d0]
+            if not lowest <= size <= highest or any(args[k].shape[d] != size for k, d in rest):
                 return False
         return any_length or self.size_guards is None or self._sizes_pass(arguments)
 
@@ -118,10 +134,14 @@ def _autograd_state(args: tuple) -> tuple:
     return torch.is_grad_enabled(), tuple(a.requires_grad for a in args if isinstance(a, torch.Tensor))
 
 
-def _running_statistics(model: nn.Module) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def _tracking_statistics(model: nn.Module) -> list[nn.Module]:
+    """The submodules that keep running statistics (batch norms)."""
+    return [m for m in model.modules() if getattr(m, "track_running_stats", False)]
+
+
+def _running_statistics(tracking: list[nn.Module]) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """The buffers a training-mode forward updates in place (batch norm's running statistics), with copies."""
-    return [(b, b.clone()) for m in model.modules() if m.training and getattr(m, "track_running_stats", False)
-            for b in m.buffers(recurse=False)]
+    return [(b, b.clone()) for m in tracking if m.training for b in m.buffers(recurse=False)]
 
 
 def _same_value(a: Any, b: Any) -> bool:
@@ -168,9 +188,10 @@ class _Artifact:
     state: _StateGuard = field(default_factory=lambda: _StateGuard([]))
     runner: Any = None                   # what a call runs: gm, an Inductor runner, a rematerialized step
     selection: Selection | None = None   # approximate compilation: the options chosen
+    pieces: Pieces | None = None         # a model compiled in pieces: Dynamo runs it, and guards every call itself
 
     def matches(self, arguments: Arguments, training: bool) -> bool:
-        return self.guard.matches(arguments, training) and self.state.valid()
+        return self.pieces is not None or (self.guard.matches(arguments, training) and self.state.valid())
 
 
 # -- the module ---------------------------------------------------------------------------------------------------
@@ -191,6 +212,8 @@ class CompiledModule(nn.Module):
         self._tcomp_artifacts: list[_Artifact] = []     # most recently used first
         self._tcomp_selection: Selection | None = None  # an approximate compilation's choices, for every recompile
         self._tcomp_signature = inspect.signature(model.forward)
+        self._tcomp_positional = Positional.of(self._tcomp_signature)
+        self._tcomp_tracking = _tracking_statistics(model)  # again at each compile: a module may be added before
         self._register_state_dict_hook(_strip_prefix)
         self._register_load_state_dict_pre_hook(_add_prefix)
 
@@ -202,7 +225,7 @@ class CompiledModule(nn.Module):
         return out
 
     def forward(self, *args, **kwargs):
-        arguments = Arguments.bind(self._tcomp_signature, args, kwargs)
+        arguments = Arguments.bind(self._tcomp_signature, args, kwargs, self._tcomp_positional)
         training = self._orig_mod.training
         art = next((a for a in self._tcomp_artifacts if a.matches(arguments, training)), None)
         if art is None:
@@ -211,13 +234,14 @@ class CompiledModule(nn.Module):
         elif art is not self._tcomp_artifacts[0]:
             self._tcomp_artifacts.remove(art)
             self._tcomp_artifacts.insert(0, art)
-        if art.gm is None:
+        if art.gm is None and art.pieces is None:
             return self._orig_mod(*args, **kwargs)
-        # the GraphModule's forward itself, not fx's call wrapper, which prints a traceback of its own on an error
-        run = art.gm.forward if art.runner is None or art.runner is art.gm else art.runner
-        statistics = _running_statistics(self._orig_mod) if training else []
+        statistics = _running_statistics(self._tcomp_tracking) if training and self._tcomp_tracking else []
         try:
-            return run(*arguments.tensors)
+            if art.pieces is not None:
+                return art.pieces(*args, **kwargs)
+            # the GraphModule's forward itself, not fx's call wrapper, which prints a traceback of its own on an error
+            return (art.gm.forward if art.runner is None or art.runner is art.gm else art.runner)(*arguments.tensors)
         except Exception as err:  # noqa: BLE001 - never crash where eager would not
             if self._tcomp_options.strict:
                 raise
@@ -225,7 +249,7 @@ class CompiledModule(nn.Module):
                 for buffer, value in statistics:
                     buffer.copy_(value)
             result = self._orig_mod(*args, **kwargs)
-            art.gm = art.runner = None
+            art.gm = art.runner = art.pieces = None
             art.report.status = "eager fallback"
             art.report.fallback_reason = f"compiled code raised {type(err).__name__}: {err}"
             warnings.warn(f"tcomp: the compiled {self._tcomp_name} raised {type(err).__name__}: {err}; "
@@ -234,11 +258,12 @@ class CompiledModule(nn.Module):
 
     def compile_for(self, *args, **kwargs) -> "_Artifact":
         """Compile for these example inputs now (what the first call would do)."""
-        return self._compile(Arguments.bind(self._tcomp_signature, args, kwargs))
+        return self._compile(Arguments.bind(self._tcomp_signature, args, kwargs, self._tcomp_positional))
 
     def _compile(self, arguments: Arguments) -> _Artifact:
         opts = self._tcomp_options
         model = self._orig_mod
+        self._tcomp_tracking = _tracking_statistics(model)
         try:
             b = build(model, arguments, opts, self._tcomp_name, earlier_selection=self._tcomp_selection,
                       symbols=self._symbols(arguments))
@@ -246,14 +271,10 @@ class CompiledModule(nn.Module):
                               b.size_guards)
             art = _Artifact(guard, b.report, b.gm, b.program, _StateGuard.of(model, list(b.program.constants)),
                             b.runner, b.selection)
+        except UntraceableError as err:
+            art = self._in_pieces(arguments, err)
         except Exception as err:  # noqa: BLE001
-            if opts.strict:
-                raise
-            reason = f"{type(err).__name__}: {err}"
-            warnings.warn(f"tcomp: cannot compile {self._tcomp_name} ({reason}); running it eagerly",
-                          TcompWarning, stacklevel=3)
-            report = CompileReport(self._tcomp_name, status="eager fallback", fallback_reason=reason)
-            art = _Artifact(_Guard.of(arguments, model.training, {}, {}, opts.memory_budget is not None), report)
+            art = self._eager(arguments, err)
         self._tcomp_artifacts.insert(0, art)
         if len(self._tcomp_artifacts) > MAX_PROGRAMS:
             dropped = self._tcomp_artifacts.pop()
@@ -263,6 +284,44 @@ class CompiledModule(nn.Module):
             self._tcomp_selection = art.selection
         self._register_new_parameters(art)
         return art
+
+    def _eager(self, arguments: Arguments, err: Exception, reason: str | None = None) -> _Artifact:
+        """Run this signature eagerly, with one warning (``strict``: raise ``err``)."""
+        if self._tcomp_options.strict:
+            raise err
+        reason = reason or f"{type(err).__name__}: {err}"
+        warnings.warn(f"tcomp: cannot compile {self._tcomp_name} ({reason}); running it eagerly", TcompWarning,
+                      stacklevel=4)
+        report = CompileReport(self._tcomp_name, status="eager fallback", fallback_reason=reason)
+        return _Artifact(_Guard.of(arguments, self._orig_mod.training, {}, {},
+                                   self._tcomp_options.memory_budget is not None), report)
+
+    def _in_pieces(self, arguments: Arguments, untraceable: UntraceableError) -> _Artifact:
+        """The model compiled in pieces around what stops torch.fx and torch.export (:mod:`tcomp.frontend.dynamo`):
+        every graph between the breaks compiled with these options, less the whole-model ones (an error budget
+        measured on the model's outputs, a memory budget for its training step), which the report says."""
+        opts = self._tcomp_options
+        piece_opts = dataclasses.replace(opts, tolerance=None, calibration=None, target_speedup=None, heal=None,
+                                         memory_budget=None)
+        start = time.perf_counter()
+        args, kwargs = arguments.call_args()
+        try:
+            pieces = in_pieces(self._orig_mod, args, kwargs,
+                               lambda gm, example: _compile_object(gm, example, piece_opts), opts.dynamic)
+        except Exception as err:  # noqa: BLE001
+            return self._eager(arguments, untraceable, f"{untraceable}; compiling it in pieces through TorchDynamo "
+                                                       f"failed with {type(err).__name__}: {err}")
+        notes = [f"torch.fx and torch.export cannot trace it ({untraceable}); compiled in pieces through "
+                 f"TorchDynamo: {len(pieces.breaks)} graph break(s), the code at each runs eagerly"]
+        notes += [f"graph break: {b}" for b in pieces.breaks]
+        if opts.approximate or opts.memory_budget is not None:
+            notes.append("tolerance= and memory_budget= apply to a whole model: the pieces are compiled exactly")
+        reports = [m.report for m in pieces.modules]
+        report = CompileReport(self._tcomp_name, status="compiled in pieces", capture="dynamo", notes=notes,
+                               flops_before=sum((r.flops_at("before") for r in reports), 0),
+                               flops_after=sum((r.flops_at("after") for r in reports), 0),
+                               timings={"pieces": time.perf_counter() - start}, pieces=pieces.modules)
+        return _Artifact(_Guard.of(arguments, self._orig_mod.training, {}, {}), report, pieces=pieces)
 
     def _symbols(self, arguments: Arguments) -> tuple[sympy.Symbol, ...]:
         """The sizes to try as symbolic (``dynamic=``). Automatically (None): the batch always; the sequence once a
@@ -298,6 +357,9 @@ class CompiledModule(nn.Module):
     def code(self) -> str:
         """The emitted Python, followed by the source of every generated Triton kernel it calls."""
         art = self._latest()
+        if art.pieces is not None:
+            return "\n".join(f"# piece {k + 1} of {len(art.pieces.modules)}\n{m.code}"
+                             for k, m in enumerate(art.pieces.modules))
         if art.gm is None:
             return f"# eager fallback: {art.report.fallback_reason}\n"
         return art.gm.code + kernel_sources(art.gm)

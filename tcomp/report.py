@@ -15,8 +15,8 @@ from tcomp.ir.symbolic import Point, Size, complete, evaluate, point
 @dataclass
 class CompileReport:
     model: str
-    status: str = "compiled"            # "compiled" or "eager fallback"
-    capture: str = ""                   # "fx" or "export"
+    status: str = "compiled"            # "compiled", "compiled in pieces" or "eager fallback"
+    capture: str = ""                   # "fx", "export" or "dynamo" (in pieces)
     example: Point = field(default_factory=dict)  # the example's value of each symbol the program's sizes are in
     ranges: dict[str, tuple[int, int]] = field(default_factory=dict)  # per symbol, the sizes served (none: fixed)
     notes: list[str] = field(default_factory=list)
@@ -28,6 +28,7 @@ class CompileReport:
     backend: str = "eager"
     fallback_reason: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    pieces: list = field(default_factory=list)  # in pieces: the compiled module of each graph (Dynamo adds to it)
 
     @property
     def compile_time_s(self) -> float:
@@ -57,13 +58,21 @@ class CompileReport:
             "compile_time_s": round(self.compile_time_s, 4),
             "timings": {k: round(v, 4) for k, v in self.timings.items()}, "backend": self.backend,
             "fallback_reason": self.fallback_reason, "passes": [p.to_dict() for p in self.passes],
-            "extra": jsonable(self.extra),
+            "extra": jsonable(self.extra), "pieces": [m.report.to_dict() for m in self.pieces],
         }
 
     def explain(self) -> str:
         lines = [f"tcomp: {self.model} — {self.status}"]
         if self.fallback_reason:
             lines.append(f"  reason: {self.fallback_reason}")
+            return "\n".join(lines)
+        if self.pieces:
+            lines.append(f"  {len(self.pieces)} graph(s) captured by TorchDynamo, each compiled; compile time "
+                         f"{self.compile_time_s:.2f} s")
+            lines += [f"  note: {n}" for n in self.notes]
+            for k, m in enumerate(self.pieces):
+                lines.append(f"\n  piece {k + 1}:")
+                lines += ["    " + line for line in m.report.explain().splitlines()]
             return "\n".join(lines)
         lines.append(f"  captured with {self.capture}, {self._shapes()}; backend {self.backend}; "
                      f"compile time {self.compile_time_s:.2f} s")

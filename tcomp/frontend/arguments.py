@@ -10,7 +10,6 @@ call around the fixed non-tensor ones (:class:`CallTemplate`).
 from __future__ import annotations
 
 import enum
-import functools
 import inspect
 from dataclasses import dataclass, replace
 from typing import Any, Callable
@@ -38,14 +37,34 @@ def plain_value(v: Any) -> bool:
     return False
 
 
-@functools.lru_cache(maxsize=256)
-def _positional_names(signature: inspect.Signature) -> tuple[str, ...] | None:
-    """The parameter names when every parameter can be passed by position (none is ``*args``, ``**kwargs`` or
-    keyword-only), else None."""
-    if all(p.kind in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
-           for p in signature.parameters.values()):
-        return tuple(signature.parameters)
-    return None
+@dataclass(frozen=True)
+class Positional:
+    """How a call that passes every argument by position binds, where that needs no ``Signature.bind`` (which costs
+    more than a small model's call): ``names`` when every parameter can be passed by position (none is ``*args``,
+    ``**kwargs`` or keyword-only); ``varargs``, the name of ``*args`` when it is the only parameter besides
+    ``**kwargs`` (a GraphModule's ``forward`` as ``inspect`` sees it)."""
+
+    names: tuple[str, ...] | None = None
+    varargs: str | None = None
+
+    @staticmethod
+    def of(signature: inspect.Signature) -> "Positional":
+        params = list(signature.parameters.values())
+        if all(p.kind in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD) for p in params):
+            return Positional(names=tuple(p.name for p in params))
+        rest = [p for p in params if p.kind != inspect.Parameter.VAR_KEYWORD]
+        if len(rest) == 1 and rest[0].kind == inspect.Parameter.VAR_POSITIONAL:
+            return Positional(varargs=rest[0].name)
+        return Positional()
+
+    def bind(self, args: tuple) -> "Arguments | None":
+        n = len(args)
+        if self.names is not None and n == len(self.names):
+            return Arguments(tuple(args), self.names, (None,) * n, (True,) * n, True)
+        if self.varargs is not None:
+            return Arguments(tuple(args), tuple(f"{self.varargs}_{j}" for j in range(n)), (None,) * n, (True,) * n,
+                             False)
+        return None
 
 
 @dataclass(frozen=True)
@@ -62,11 +81,13 @@ class Arguments:
     fixed_arity: bool = True
 
     @staticmethod
-    def bind(signature: inspect.Signature, args: tuple, kwargs: dict) -> "Arguments":
-        names = _positional_names(signature)
-        if not kwargs and names is not None and len(args) == len(names):  # every parameter given by position:
-            n = len(args)                                                  # what the general path gives, 10x faster
-            return Arguments(tuple(args), names, (None,) * n, (True,) * n, True)
+    def bind(signature: inspect.Signature, args: tuple, kwargs: dict,
+             positional: Positional | None = None) -> "Arguments":
+        """``positional``: :meth:`Positional.of` the signature, where the caller keeps it."""
+        positional = positional or Positional.of(signature)
+        fast = None if kwargs else positional.bind(args)  # what the general path gives, 10x faster
+        if fast is not None:
+            return fast
         bound = signature.bind(*args, **kwargs)
         passed = set(bound.arguments)
         bound.apply_defaults()
@@ -93,8 +114,8 @@ class Arguments:
                                or (kind in _POSITIONAL and position < len(args)))
                 slots.append(None if by_position else name)
                 given.append(name in passed)
-        fixed = _positional_names(signature) is not None
-        return Arguments(tuple(values), tuple(names), tuple(slots), tuple(given), fixed)
+        return Arguments(tuple(values), tuple(names), tuple(slots), tuple(given),
+                         Positional.of(signature).names is not None)
 
     def call_args(self) -> tuple[tuple, dict]:
         """``(args, kwargs)`` that bind to these values, the defaults the call left out left out."""

@@ -2,7 +2,8 @@
 
 1. ``torch.fx.symbolic_trace`` — keeps module boundaries and torch-level calls (readable, cheap).
 2. Where fx cannot trace (Python control flow on shapes, unsupported constructs), ``torch.export`` at aten level.
-3. Where both fail, :class:`CaptureError` names the construct, with both tracers' messages.
+3. Where both fail, :class:`UntraceableError` names the construct, with both tracers' messages, and the model is
+   compiled in pieces through TorchDynamo (:mod:`tcomp.frontend.dynamo`).
 
 Shapes are then propagated at the example's sizes and at other batch sizes (dim 0) and sequence lengths (dim 1),
 with fake tensors (real tensors where an op needs data). Each dimension is fitted with a polynomial of degree at
@@ -31,7 +32,12 @@ from .outputs import plain
 
 
 class CaptureError(RuntimeError):
-    """Neither torch.fx nor torch.export could capture the model."""
+    """The model, or the arguments of a call, cannot be captured as one program."""
+
+
+class UntraceableError(CaptureError):
+    """Neither torch.fx nor torch.export could trace the model (the message has both tracers' reasons): the model is
+    compiled in pieces around the constructs that stop them (:mod:`tcomp.frontend.dynamo`)."""
 
 
 @dataclass
@@ -75,7 +81,7 @@ def capture(model: torch.nn.Module, example_inputs: tuple, call: Any = None,
             gm, flat_spec, size_guards = _export(model, example_inputs)
             method = "export"
         except Exception as export_error:  # noqa: BLE001
-            raise CaptureError(
+            raise UntraceableError(
                 f"cannot capture {type(model).__name__}: torch.fx failed with {fx_msg}; "
                 f"torch.export failed with {_describe_trace_error(export_error)}") from export_error
     cap = Captured(gm=gm, method=method, example_inputs=tuple(example_inputs), notes=notes,

@@ -36,6 +36,16 @@ class DataDependent(nn.Module):
         return -x
 
 
+class Uncapturable(DataDependent):
+    """What TorchDynamo is told to leave alone, and neither torch.fx nor torch.export can trace."""
+
+    @torch._dynamo.disable
+    def forward(self, x):
+        if x.sum() > 0:
+            return self.fc(x)
+        return -x
+
+
 class ShapeDependent(nn.Module):
     """Control flow on a shape: torch.fx fails, torch.export specialises it."""
 
@@ -49,12 +59,31 @@ class ShapeDependent(nn.Module):
         return self.fc(x)
 
 
-def test_untraceable_model_runs_eagerly_with_one_warning():
+def test_a_model_fx_and_export_cannot_trace_is_compiled_in_pieces():
+    """Control flow on a tensor's value stops torch.fx and torch.export; TorchDynamo breaks the graph there, the
+    pieces on either side compile, the branch runs eagerly, and the report names the break and its line."""
     m = DataDependent().eval()
     x = torch.randn(3, 4).abs()
-    with pytest.warns(tcomp.TcompWarning, match="cannot compile DataDependent") as record:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        c = tcomp.compile(m, x, strict=True)
+        for z in (x, -x, torch.randn(6, 4).abs()):
+            torch.testing.assert_close(c(z), m(z))
+    assert c.report.status == "compiled in pieces" and c.report.capture == "dynamo"
+    assert any("graph break" in n and "if x.sum() > 0" in n for n in c.report.notes), c.report.notes
+    assert any(isinstance(op, Network) for piece in c.report.pieces for op in piece.program.ops)
+    assert "piece 1" in c.explain() and "# piece 1" in c.code
+    grads = [torch.autograd.grad(f(x).square().sum(), m.fc.weight)[0] for f in (m, c)]
+    torch.testing.assert_close(grads[1], grads[0])
+
+
+def test_untraceable_model_runs_eagerly_with_one_warning():
+    m = Uncapturable().eval()
+    x = torch.randn(3, 4).abs()
+    with pytest.warns(tcomp.TcompWarning, match="cannot compile Uncapturable") as record:
         c = tcomp.compile(m, x)
     assert len(record) == 1
+    assert "in pieces through TorchDynamo failed" in c.report.fallback_reason
     assert "torch.fx failed" in c.report.fallback_reason and "torch.export failed" in c.report.fallback_reason
     with warnings.catch_warnings():
         warnings.simplefilter("error")
@@ -65,7 +94,7 @@ def test_untraceable_model_runs_eagerly_with_one_warning():
 
 def test_strict_raises_a_capture_error_naming_the_construct():
     with pytest.raises(tcomp.CaptureError) as err:
-        tcomp.compile(DataDependent().eval(), torch.randn(3, 4), strict=True)
+        tcomp.compile(Uncapturable().eval(), torch.randn(3, 4), strict=True)
     msg = str(err.value)
     assert "if x.sum() > 0" in msg  # the offending line of the user's code
 

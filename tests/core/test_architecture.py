@@ -32,7 +32,7 @@ ALLOWED = {
     "tcomp.api": {"tcomp.ir", "tcomp.approx", "tcomp.codegen", "tcomp.frontend", "tcomp.options", "tcomp.pipeline",
                   "tcomp.report", "tcomp.distributed"},
     "tcomp": {"tcomp.api", "tcomp.approx", "tcomp.frontend", "tcomp.passmanager", "tcomp.version"},
-    "tcomp.dynamo_backend": {"tcomp.api"},
+    "tcomp.dynamo_backend": {"tcomp.api", "tcomp.frontend"},
     "tcomp.cli": {"tcomp", "tcomp.ir", "tcomp.zoo", "tcomp.remat", "tcomp.passes", "tcomp.passmanager",
                   "tcomp.options", "tcomp.numerics", "tcomp.timing"},
 }

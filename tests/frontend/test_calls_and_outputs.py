@@ -2,14 +2,17 @@
 keyword arguments (Hugging Face's ``@can_return_tuple`` and friends) and outputs that are dict subclasses or
 dataclasses (``ModelOutput``)."""
 import functools
+import inspect
 import warnings
 from collections import OrderedDict
 from dataclasses import dataclass
 
+import hypothesis.strategies as st
 import pytest
 import torch
 import torch.nn as nn
 import torch.utils._pytree as pytree
+from hypothesis import given, settings
 
 import tcomp
 
@@ -138,3 +141,33 @@ def test_binding_all_positional_arguments_keeps_varargs_apart():
     bound = Arguments.bind(inspect.signature(fixed), (t, 3), {})
     assert bound.names == ("x", "y") and bound.fixed_arity and bound.values == (t, 3) and bound.given == (True, True)
     assert bound.call_args() == ((t, 3), {})
+
+
+_KINDS = [inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.VAR_POSITIONAL,
+          inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.VAR_KEYWORD]
+
+
+@settings(max_examples=200)
+@given(kinds=st.lists(st.sampled_from(_KINDS), max_size=5), defaults=st.integers(0, 5), n_args=st.integers(0, 6))
+def test_the_fast_binding_of_positional_calls_is_the_general_one(kinds, defaults, n_args):
+    """``Positional.bind`` (a call's fast path) gives what ``Signature.bind`` gives, for any signature and number of
+    positional arguments, or declines."""
+    from tcomp.frontend.arguments import Arguments, Positional
+
+    order = sorted(set(kinds), key=_KINDS.index) if kinds else []
+    params, seen_default = [], False
+    for k, kind in enumerate(order):
+        default = inspect.Parameter.empty
+        if kind in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD):
+            seen_default = seen_default or k >= len(order) - defaults
+            default = k if seen_default else inspect.Parameter.empty
+        params.append(inspect.Parameter(f"p{k}", kind, default=default))
+    signature = inspect.Signature(params)
+    args = tuple(range(100, 100 + n_args))
+    fast = Positional.of(signature).bind(args)
+    try:
+        general = Arguments.bind(signature, args, {}, positional=Positional())
+    except TypeError:  # the call does not bind: the fast path must not have accepted it
+        assert fast is None
+        return
+    assert fast is None or fast == general
