@@ -19,10 +19,11 @@ step in training (recomputed when the parameters change, and differentiated in b
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import opt_einsum
 
+from tcomp.cost.gemm import MEASURED_BELOW_S, SIGNIFICANT, SIGNIFICANT_S, gemm_seconds
 from tcomp.cost.machine import machine_model
 from tcomp.cost.model import Cost, MachineModel, dtype_bytes
 from tcomp.ir import ACC, Network, Value
@@ -337,8 +338,9 @@ class _Planner:
 
     def best_step(self, terms, a, b, out_id, later, target, lookahead) -> PairStep:
         best, best_score = None, None
-        for cand in _step_candidates(terms[a], terms[b], later):
-            step = self.price(terms, a, b, out_id, cand)
+        steps = self.measured([self.price(terms, a, b, out_id, cand)
+                               for cand in _step_candidates(terms[a], terms[b], later)], terms)
+        for step in steps:
             score = step.cost.time_at(self.at, self.machine)
             if target is not None and step.out != tuple(target):
                 score += _final_copy_time(self.net, step.out, self.num, self.elt, self.machine)
@@ -347,6 +349,38 @@ class _Planner:
             if best_score is None or score < best_score - 1e-15:
                 best, best_score = step, score
         return best
+
+    def measured(self, steps: list[PairStep], terms: dict[int, Term]) -> list[PairStep]:
+        """``steps`` (one pair's candidate layouts), each GEMM's cost corrected by its time measured on this machine
+        (:mod:`tcomp.cost.gemm`), where the candidates are small GEMMs whose measured times differ significantly;
+        otherwise as the model priced them."""
+        if self.machine.source == "default" or not all(s.kind == "gemm" for s in steps) or len(steps) < 2:
+            return steps
+        modeled = [evaluate(s.cost.flops, self.at) / self.machine.gemm_flops_per_s
+                   + evaluate(s.cost.matrices, self.at) * self.machine.matrix_s for s in steps]
+        if max(modeled) >= MEASURED_BELOW_S:
+            return steps
+        dtype = self.net.compute_dtype or self.net.out.dtype
+        measured = [gemm_seconds(dtype, *self._gemm_shape(s, terms)) for s in steps]
+        if max(measured) < SIGNIFICANT * min(measured) or max(measured) - min(measured) < SIGNIFICANT_S:
+            return steps
+        return [replace(s, cost=replace(s.cost, measured_s=t - mdl)) for s, t, mdl in zip(steps, measured, modeled)]
+
+    def _gemm_shape(self, step: PairStep, terms: dict[int, Term]) -> tuple[int, int, int, int, bool, bool]:
+        """(batch, m, k, n, left transposed, right transposed) of the product the step's lowering calls, at the
+        decision point (batch 0: a plain ``mm``); an operand copied or packed is row-major."""
+        num = self.num
+        batch, m, k, n = (prod(num[i] for i in g) for g in (step.batch, step.m, step.k, step.n))
+
+        def transposed(term: Term, rows: tuple, cols: tuple, laid_out: bool) -> bool:
+            if laid_out:
+                return False
+            (nr, _), (nc, sc) = _merged(term, rows, num), _merged(term, cols, num)
+            return nr > 1 and nc > 1 and sc != 1
+
+        return (batch if step.batch else 0, m, k, n,
+                transposed(terms[step.lhs], step.m, step.k, step.copy_lhs or step.pack_lhs),
+                transposed(terms[step.rhs], step.k, step.n, step.copy_rhs or step.pack_rhs))
 
     def lookahead_time(self, terms, step, lookahead) -> float:
         """The cheapest price of the step that consumes ``step``'s result, if its other input is already known."""

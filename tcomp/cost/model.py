@@ -5,10 +5,14 @@ Every quantity is a size expression (an ``int`` or a sympy expression in the bat
 a roofline-style sum
 
     time = flops / gemm_rate + bytes / bandwidth + copy_bytes / copy_bandwidth + launches * launch_overhead
+           + measured correction
+
 
 whose constants are measured once per machine by :mod:`tcomp.cost.machine` (cached on disk) and documented in
 docs/passes/contraction_order.md. The model is deliberately simple: it must rank contraction orders and layouts,
-not predict wall time to the microsecond.
+not predict wall time to the microsecond. Where it cannot rank at all — small GEMMs whose speed depends on their
+orientation and transposes — the planner measures (:mod:`tcomp.cost.gemm`) and the step's cost carries the
+difference between the measured and the modeled time (``measured_s``).
 """
 from __future__ import annotations
 
@@ -31,15 +35,17 @@ class Cost:
     copy_bytes: Size = 0      # bytes moved by transposition copies the lowering cannot avoid
     launches: int = 0         # torch calls / kernel launches
     matrices: Size = 0        # matrix products inside batched GEMMs (each has a fixed cost beyond its FLOPs)
+    measured_s: float = 0.0   # seconds a GEMM measured on this machine takes beyond (or short of) what its FLOPs
+    #                           price, at the decision point (tcomp.cost.gemm)
 
     def __add__(self, other: "Cost") -> "Cost":
         return Cost(as_size(self.flops + other.flops), as_size(self.bytes + other.bytes),
                     as_size(self.copy_bytes + other.copy_bytes), self.launches + other.launches,
-                    as_size(self.matrices + other.matrices))
+                    as_size(self.matrices + other.matrices), self.measured_s + other.measured_s)
 
     def scaled(self, k: int) -> "Cost":
         return Cost(as_size(self.flops * k), as_size(self.bytes * k), as_size(self.copy_bytes * k), self.launches * k,
-                    as_size(self.matrices * k))
+                    as_size(self.matrices * k), self.measured_s * k)
 
     def time_at(self, at: Point | int | None, machine: "MachineModel") -> float:
         """Seconds on ``machine`` at a point (a batch size alone, or a value per symbol; a symbol not given counts
@@ -51,7 +57,7 @@ class Cost:
 
         return (number(self.flops) / machine.gemm_flops_per_s + number(self.bytes) / machine.bytes_per_s
                 + number(self.matrices) * machine.matrix_s + number(self.copy_bytes) / machine.copy_bytes_per_s
-                + self.launches * machine.launch_s)
+                + self.launches * machine.launch_s + self.measured_s)
 
     def flops_str(self) -> str:
         return _fmt(self.flops)
