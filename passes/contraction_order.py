@@ -16,7 +16,7 @@ NAME = "contraction_order"
 
 
 def run(program: Program, ctx: PassContext) -> tuple[Program, PassReport]:
-    new, done = plan_program(program, training=ctx.training, machine=ctx.machine)
+    new, done = plan_program(program, training=ctx.training, machine=ctx.machine, measure=True)
     report = PassReport(NAME, changed=done.planned > 0)
     report.notes.append(f"planned {done.planned} network(s) in {done.seconds:.2f} s; {done.folded} constant step(s) "
                         f"folded; {done.copies} transposition copies left")

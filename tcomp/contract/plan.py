@@ -244,17 +244,18 @@ with the vector on the left."""
 
 def plan_network(net: Network, pairs: list[tuple[int, int]], *, at: Point | int | None = None,
                  fold_constants: bool = False, training: bool = False, method: str = "",
-                 machine: MachineModel | None = None) -> ContractionPlan:
+                 machine: MachineModel | None = None, measure: bool = False) -> ContractionPlan:
     """Lower a contraction tree (pairs of term ids: operands are 0..n-1, step s creates term n+s) to a plan with
-    every step's layout chosen and costs attached, priced on ``machine`` (default: this one's constants)."""
-    return _Planner(net, at, fold_constants, training, machine or machine_model()).plan(pairs, method)
+    every step's layout chosen and costs attached, priced on ``machine`` (default: this one's constants); with
+    ``measure``, small GEMMs the model cannot rank are measured (:meth:`_Planner.measured`)."""
+    return _Planner(net, at, fold_constants, training, machine or machine_model(), measure).plan(pairs, method)
 
 
 class _Planner:
     """Chooses every step's layout for one Network and prices it (see the module docstring)."""
 
     def __init__(self, net: Network, at: Point | int | None, fold_constants: bool, training: bool,
-                 machine: MachineModel):
+                 machine: MachineModel, measure: bool = False):
         self.net = net
         self.at = decision_point(at)
         self.num = decision_sizes(net, at)
@@ -262,6 +263,7 @@ class _Planner:
         self.fold = fold_constants
         self.training = training
         self.machine = machine
+        self.measure = measure and machine.source != "default"
 
     def plan(self, pairs: list[tuple[int, int]], method: str) -> ContractionPlan:
         net, num, elt = self.net, self.num, self.elt
@@ -354,7 +356,7 @@ class _Planner:
         """``steps`` (one pair's candidate layouts), each GEMM's cost corrected by its time measured on this machine
         (:mod:`tcomp.cost.gemm`), where the candidates are small GEMMs whose measured times differ significantly;
         otherwise as the model priced them."""
-        if self.machine.source == "default" or not all(s.kind == "gemm" for s in steps) or len(steps) < 2:
+        if not self.measure or not all(s.kind == "gemm" for s in steps) or len(steps) < 2:
             return steps
         modeled = [evaluate(s.cost.flops, self.at) / self.machine.gemm_flops_per_s
                    + evaluate(s.cost.matrices, self.at) * self.machine.matrix_s for s in steps]

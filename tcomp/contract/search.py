@@ -103,30 +103,40 @@ def _constants_first(net: Network, kept: list[tuple[str, ...]],
 
 
 def best_plan(net: Network, at: Point | int | None, *, training: bool = False, quick: bool = False,
-              machine: MachineModel | None = None) -> ContractionPlan:
+              machine: MachineModel | None = None, measure: bool = False) -> ContractionPlan:
     """The cheapest plan among the candidate trees, under tcomp's cost model, both at the decision point of ``at``
     (:func:`tcomp.ir.symbolic.decision_point`: the example's sizes); among plans
     the model prices equal, the first candidate (opt_einsum's ``auto`` first). Breaking ties by how close the
     result's index order is to the output's was measured and rejected: on Monarch-MLP it made the eager backend
-    15% faster and the Inductor backend 2.2× slower (docs/passes/contraction_order.md)."""
+    15% faster and the Inductor backend 2.2× slower (docs/passes/contraction_order.md).
+
+    ``measure``: the model's two cheapest trees are planned again with their small GEMMs measured where the model
+    cannot rank their layouts (:mod:`tcomp.cost.gemm`), and the faster kept. Only the final plan of a Network is
+    chosen so; the passes that compare programs (merging Networks, batching them) price with the model alone, so that
+    a measured correction on one side of a comparison and none on the other cannot decide it."""
     where = decision_point(at)
     machine = machine or machine_model()
-    key = (network_signature(net), point_key(where), training, quick, machine)
+    key = (network_signature(net), point_key(where), training, quick, machine, measure)
     if key in _PLANS:
         _PLANS.move_to_end(key)
         return _PLANS[key]
-    best, best_time = None, float("inf")
-    for method, pairs in candidate_trees(net, where, quick=quick):
-        plan = plan_network(net, pairs, at=where, fold_constants=True, training=training, method=method,
-                            machine=machine)
-        t = plan.cost.time_at(where, machine)
-        if best is None or t < best_time:
-            best, best_time = plan, t
+    priced = sorted(((plan.cost.time_at(where, machine), k, plan, pairs)
+                     for k, (method, pairs) in enumerate(candidate_trees(net, where, quick=quick))
+                     for plan in [plan_network(net, pairs, at=where, fold_constants=True, training=training,
+                                               method=method, machine=machine)]), key=lambda t: t[:2])
+    best = priced[0][2]
+    if measure:  # (measuring every candidate tree's steps cost a 24-site MERA 25 s of compile time)
+        remeasured = [plan_network(net, pairs, at=where, fold_constants=True, training=training, method=plan.method,
+                                   machine=machine, measure=True) for _, _, plan, pairs in priced[:MEASURED_TREES]]
+        best = min(remeasured, key=lambda p: p.cost.time_at(where, machine))
     _PLANS[key] = best
     if len(_PLANS) > _PLANS_KEPT:
         _PLANS.popitem(last=False)
     return best
 
+
+MEASURED_TREES = 2
+"""How many of the model's cheapest trees are planned again with their small GEMMs measured (tcomp.cost.gemm)."""
 
 _PLANS: OrderedDict = OrderedDict()  # signature -> plan: isomorphic Networks (a chain's sites, a model's
 _PLANS_KEPT = 4096                   # repeated blocks) are searched once per process
@@ -180,10 +190,10 @@ class ProgramPlan:
     seconds: float = 0.0
 
 
-def plan_program(program: Program, *, training: bool = False, machine: MachineModel | None = None
-                 ) -> tuple[Program, ProgramPlan]:
-    """``program`` with every Network given its best plan (:func:`best_plan`) and its result's memory order
-    (:func:`result_stride_order`, which later plans read)."""
+def plan_program(program: Program, *, training: bool = False, machine: MachineModel | None = None,
+                 measure: bool = False) -> tuple[Program, ProgramPlan]:
+    """``program`` with every Network given its best plan (:func:`best_plan`, small GEMMs measured with
+    ``measure``) and its result's memory order (:func:`result_stride_order`, which later plans read)."""
     new = program.copy()
     summary = ProgramPlan()
     t0 = time.perf_counter()
@@ -191,7 +201,7 @@ def plan_program(program: Program, *, training: bool = False, machine: MachineMo
         op = new.ops[k]  # read afresh: replace_uses below rewrites later ops
         if not isinstance(op, Network):
             continue
-        plan = best_plan(op, new.example, training=training, machine=machine)
+        plan = best_plan(op, new.example, training=training, machine=machine, measure=measure)
         stride_order = result_stride_order(op, plan)
         out = op.out
         if stride_order != out.stride_order:
