@@ -275,9 +275,11 @@ def run_case(name: str, args) -> dict:
 
 
 def failure(rec: dict) -> str | None:
-    """Why the case failed (an exception anywhere, or tcomp's result differing from eager's), or None."""
-    if rec["errors"]:
-        return "error: " + "; ".join(f"{k}: {v}" for k, v in rec["errors"].items())
+    """Why the case failed for tcomp (an exception in any stage but torch.compile's own, or tcomp's result differing
+    from eager's), or None. torch.compile failing on a model is recorded (``errors["torch_compile"]``), not counted."""
+    errors = {k: v for k, v in rec["errors"].items() if k != "torch_compile"}
+    if errors:
+        return "error: " + "; ".join(f"{k}: {v}" for k, v in errors.items())
     if rec.get("tcomp_err", 0) > MISMATCH:
         return f"wrong result: relative error {rec['tcomp_err']:.2e}"
     return None
@@ -358,6 +360,8 @@ def summarize(records: list[dict]) -> dict:
     out = {g: _group_summary([r for r in records if r["group"] == g]) for g in GROUPS}
     out["overall"] = _group_summary(records)
     out["failed_cases"] = {r["case"]: r["failed"] for r in records if r.get("failed")}
+    out["torch_compile_failed"] = {r["case"]: r["errors"]["torch_compile"] for r in records
+                                   if "torch_compile" in r.get("errors", {})}
     out["not_compiled_cases"] = {r["case"]: f"{status(r)}: {r['tcomp_report'].get('fallback_reason')}"
                                  for r in records if status(r) in STATUSES[1:]}
     return out
@@ -394,6 +398,8 @@ def summary_text(summary: dict) -> str:
                   f"{seconds(s['tcomp_compile_s'])}; tcomp warm {seconds(s['tcomp_compile_warm_s'])}"]
     for name, why in summary["failed_cases"].items():
         lines.append(f"  failed {name}: {why}")
+    for name, why in summary["torch_compile_failed"].items():
+        lines.append(f"  torch.compile failed on {name}: {why[:200]}")
     for name, why in summary["not_compiled_cases"].items():
         lines.append(f"  {name}: {why[:300]}")
     return "\n".join(lines)
