@@ -358,6 +358,8 @@ class _Planner:
         otherwise as the model priced them."""
         if not self.measure or not all(s.kind == "gemm" for s in steps) or len(steps) < 2:
             return steps
+        if terms[steps[0].lhs].const and terms[steps[0].rhs].const and not self.training:
+            return steps  # folded once: no per-call time to measure
         modeled = [evaluate(s.cost.flops, self.at) / self.machine.gemm_flops_per_s
                    + evaluate(s.cost.matrices, self.at) * self.machine.matrix_s for s in steps]
         if max(modeled) >= MEASURED_BELOW_S:

@@ -8,10 +8,11 @@ cannot tell these apart (the same FLOPs, bytes and launches), so the planner ask
 candidate layouts could differ this way (:meth:`tcomp.contract.plan._Planner.best_step`).
 
 A measurement is the fastest of a few runs of ``torch.mm``/``torch.bmm`` on operands in the layout the plan would
-pass (row-major, ``N``, or a transposed view, ``T``), in the plan's dtype: about 1-20 ms for the products measured
-(modeled time under :data:`MEASURED_BELOW_S`). It is kept in this process and on disk (table ``gemm``, under this
-machine's key), so each shape is measured once per machine. ``TCOMP_CALIBRATION=default`` (reproducible plans in
-tests) measures nothing.
+pass (row-major, ``N``, or a transposed view, ``T``), in the plan's dtype, on operands drawn from a generator of
+its own (the caller's random stream is not touched): about 1-20 ms for the products measured (modeled time under
+:data:`MEASURED_BELOW_S`). It is kept in this process only, per thread count — not on disk: a reading taken while
+the machine was busy (one found 16 ms for a product measured 6 µs otherwise) would decide every later process's
+plans. ``TCOMP_CALIBRATION=default`` (reproducible plans in tests) measures nothing.
 """
 from __future__ import annotations
 
@@ -19,7 +20,6 @@ import functools
 
 import torch
 
-from tcomp.cache import DiskCache
 from tcomp.timing import fastest_time
 
 MEASURED_BELOW_S = 2e-3
@@ -34,33 +34,24 @@ SIGNIFICANT_S = 5e-6
 """... and by more than this many seconds (a tiny product's call overhead, which the model already prices)."""
 
 
-def _valid(v) -> bool:
-    return isinstance(v, float) and v > 0
-
-
-@functools.lru_cache(maxsize=4096)
 def gemm_seconds(dtype: torch.dtype, batch: int, m: int, k: int, n: int, trans_a: bool, trans_b: bool) -> float:
     """Seconds of one ``[batch, m, k] @ [batch, k, n]`` product (``batch`` 0: a plain ``mm``) with the left operand
     a transposed view where ``trans_a`` (its ``m`` dim contiguous) and the right one where ``trans_b``."""
-    key = f"{dtype}|{batch}|{m}|{k}|{n}|{int(trans_a)}|{int(trans_b)}"
-    table = DiskCache.open("gemm")
-    found = table.get(key, valid=_valid)
-    if found is not DiskCache.MISSING:
-        return found
-    seconds = _measure(dtype, batch, m, k, n, trans_a, trans_b)
-    table.put(key, seconds)
-    return seconds
+    return _measured(dtype, batch, m, k, n, trans_a, trans_b, torch.get_num_threads())
 
 
-def _operand(dtype: torch.dtype, batch: int, rows: int, cols: int, transposed: bool) -> torch.Tensor:
-    lead = (batch,) if batch else ()
-    if transposed:
-        return torch.randn(*lead, cols, rows).to(dtype).transpose(-1, -2)
-    return torch.randn(*lead, rows, cols).to(dtype)
-
-
-def _measure(dtype, batch, m, k, n, trans_a, trans_b) -> float:
-    a = _operand(dtype, batch, m, k, trans_a)
-    b = _operand(dtype, batch, k, n, trans_b)
+@functools.lru_cache(maxsize=4096)
+def _measured(dtype, batch, m, k, n, trans_a, trans_b, threads: int) -> float:
+    generator = torch.Generator().manual_seed(0)
+    a = _operand(dtype, batch, m, k, trans_a, generator)
+    b = _operand(dtype, batch, k, n, trans_b, generator)
     product = torch.bmm if batch else torch.mm
     return fastest_time(product, (a, b), repeats=7)
+
+
+def _operand(dtype: torch.dtype, batch: int, rows: int, cols: int, transposed: bool,
+             generator: torch.Generator) -> torch.Tensor:
+    lead = (batch,) if batch else ()
+    if transposed:
+        return torch.randn(*lead, cols, rows, generator=generator).to(dtype).transpose(-1, -2)
+    return torch.randn(*lead, rows, cols, generator=generator).to(dtype)

@@ -326,3 +326,36 @@ def test_compiling_a_training_model_leaves_its_batch_norm_statistics_alone():
     tcomp.compile(model, torch.randn(2, 3, 8, 8), verify=True)
     after = model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+class NormalisedBranch(nn.Module):
+    """A batch norm in training, then a branch on a value: compiled in pieces, the statistics passed to a piece."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+        self.norm = nn.BatchNorm1d(4)
+
+    def forward(self, x):
+        h = self.norm(self.fc(x))
+        if h.sum() > 0:
+            return h * 2
+        return h - 1
+
+
+def test_pieces_in_training_update_batch_norm_statistics_once_per_call():
+    """Compiling a piece for a new shape runs it on its example; the running statistics Dynamo passes as inputs must
+    not be updated by those runs (they were: an uneven last batch moved running_mean by 0.4)."""
+    import copy
+
+    torch.manual_seed(0)
+    model = NormalisedBranch().train()
+    twin = copy.deepcopy(model)
+    compiled = tcomp.compile(model)
+    for batch in (4, 4, 6, 6, 5):
+        x = torch.randn(batch, 4)
+        torch.testing.assert_close(compiled(x), twin(x))
+        assert compiled.report.status == "compiled in pieces"
+        assert int(model.norm.num_batches_tracked) == int(twin.norm.num_batches_tracked)
+        torch.testing.assert_close(model.norm.running_mean, twin.norm.running_mean)
+        torch.testing.assert_close(model.norm.running_var, twin.norm.running_var)

@@ -62,10 +62,21 @@ def test_measurements_within_the_noise_leave_the_models_plan(monkeypatch, fresh_
 
 
 def test_the_measured_operands_have_the_layouts_asked_for():
-    a = _operand(torch.float32, 0, 5, 7, transposed=True)
+    g = torch.Generator()
+    a = _operand(torch.float32, 0, 5, 7, transposed=True, generator=g)
     assert a.shape == (5, 7) and a.stride() == (1, 5)
-    b = _operand(torch.float64, 3, 5, 7, transposed=False)
+    b = _operand(torch.float64, 3, 5, 7, transposed=False, generator=g)
     assert b.shape == (3, 5, 7) and b.stride() == (35, 7, 1) and b.dtype == torch.float64
+
+
+def test_measuring_leaves_the_callers_random_stream_alone():
+    from tcomp.cost.gemm import gemm_seconds
+
+    torch.manual_seed(3)
+    gemm_seconds(torch.float32, 0, 3, 11, 17, True, False)
+    after = torch.rand(1)
+    torch.manual_seed(3)
+    assert torch.equal(after, torch.rand(1))
 
 
 def test_the_fast_orientation_computes_the_same_function(fresh_plans):
