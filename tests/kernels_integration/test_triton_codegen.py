@@ -85,8 +85,8 @@ def test_gradients_flow_through_kernel_networks():
     params = list(model.parameters())
     ref = torch.autograd.grad(model(*inputs).square().sum(), params)
     out = torch.autograd.grad(compiled(*inputs).square().sum(), params)
-    for a, b in zip(out, ref):
-        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    for a, b in zip(out, ref):  # float32 sums in another order: an absolute tolerance that fits the gradients' scale
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5 * max(1.0, b.abs().max().item()))
 
 
 def test_inspect_kernels_shows_sources(capsys):
