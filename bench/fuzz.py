@@ -16,7 +16,6 @@ import contextlib
 import json
 import multiprocessing
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -28,6 +27,7 @@ import torch  # noqa: E402
 
 import tcomp  # noqa: E402
 from tcomp.cache import machine_description  # noqa: E402
+from runs import git_state  # noqa: E402
 from tests.fuzz.check import Tally, run_trial  # noqa: E402
 from tests.fuzz.models import model_trial  # noqa: E402
 from tests.fuzz.networks import network_trial  # noqa: E402
@@ -89,11 +89,6 @@ def run(counts: dict[str, int], args, deadline: float) -> tuple[dict[str, Tally]
     return tallies, time.perf_counter() - start
 
 
-def _git_state() -> str:
-    """The commit, and whether the working tree differs from it (others may be editing tcomp meanwhile)."""
-    def git(*a: str) -> str:
-        return subprocess.run(["git", *a], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-    return git("rev-parse", "--short", "HEAD") + (" + uncommitted changes" if git("status", "--porcelain") else "")
 
 
 def report(kind: str, tally: Tally) -> str:
@@ -120,7 +115,7 @@ def main() -> int:
     deadline = time.perf_counter() + 60 * args.minutes if args.minutes else float("inf")
     _worker_init()
     counts = {kind: n for kind, n in (("networks", args.networks), ("models", args.models)) if n > 0}
-    git = _git_state()
+    git = git_state()
     print(f"{counts} from seed {args.seed}, {args.workers} worker(s), tcomp at {git}\non {machine_description()}",
           flush=True)
     tallies, seconds = run(counts, args, deadline)

@@ -37,8 +37,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import traceback
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -47,11 +45,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
-import torch.utils._pytree as pytree  # noqa: E402
 import transformers  # noqa: E402
 
 import tcomp  # noqa: E402
 from tcomp.cache import machine_description  # noqa: E402
+from runs import error_text, git_state, rel_err, report, stage, stats, time_variants  # noqa: E402
 from tests.corpus import libraries  # noqa: E402
 from tests.corpus.transformers_models import CORPUS, tokens  # noqa: E402
 
@@ -126,44 +124,12 @@ def build(name: str, args) -> Case:
 
 # --- measuring ------------------------------------------------------------------------------------------------------
 
-def rel_err(y, ref) -> float:
-    """The largest over the output's tensors of max |y - ref| / max |ref| (inf for another structure or shape, NaN
-    or inf)."""
-    ys = [t for t in pytree.tree_leaves(y) if isinstance(t, torch.Tensor)]
-    refs = [t for t in pytree.tree_leaves(ref) if isinstance(t, torch.Tensor)]
-    if len(ys) != len(refs) or not refs:
-        return math.inf
-    worst = 0.0
-    for a, b in zip(ys, refs):
-        if a.shape != b.shape:
-            return math.inf
-        a, b = a.detach().double(), b.detach().double()
-        if not torch.isfinite(a).all():
-            return math.inf
-        worst = max(worst, ((a - b).abs().max() / b.abs().max().clamp_min(1e-30)).item() if b.numel() else 0.0)
-    return worst
 
 
-def _error(e: BaseException) -> str:
-    last = traceback.extract_tb(e.__traceback__)[-1] if e.__traceback__ else None
-    where = f" (at {Path(last.filename).name}:{last.lineno})" if last else ""
-    return f"{type(e).__name__}: {str(e).strip().splitlines()[0][:300] if str(e).strip() else ''}{where}"
 
 
-def _warnings(caught) -> list[str]:
-    """The warnings, each once, without the deprecation notices of torch's own internals."""
-    seen = {f"{w.category.__name__}: {str(w.message).splitlines()[0][:300]}": None for w in caught
-            if not issubclass(w.category, DeprecationWarning)}
-    return list(seen)
 
 
-def _report(compiled) -> dict:
-    try:
-        r = compiled.report
-        return {"status": r.status, "fallback_reason": r.fallback_reason, "backend": r.backend,
-                "capture": r.capture, "compile_time_s": round(r.compile_time_s, 3)}
-    except Exception as e:  # noqa: BLE001 - a report we cannot read is itself worth recording
-        return {"error": _error(e)}
 
 
 def tcomp_compile(case: Case, backend: str | None) -> tuple[tcomp.CompiledModule, float]:
@@ -176,30 +142,6 @@ def tcomp_compile(case: Case, backend: str | None) -> tuple[tcomp.CompiledModule
     return compiled, time.perf_counter() - start
 
 
-def time_variants(fns: dict[str, Callable[[], object]], rounds: int, round_s: float) -> dict[str, float]:
-    """Median seconds per call of each function: warm-up, then ``rounds`` rounds in which the functions take turns,
-    each timed over enough calls to last ``round_s``."""
-    calls = {}
-    with torch.inference_mode():
-        for name, f in fns.items():
-            for _ in range(3):
-                f()
-            n, start = 0, time.perf_counter()
-            while True:
-                f()
-                n += 1
-                spent = time.perf_counter() - start
-                if spent >= round_s / 4 or n >= 10_000:
-                    break
-            calls[name] = max(1, math.ceil(round_s * n / max(spent, 1e-9)))
-        times = {name: [] for name in fns}
-        for _ in range(rounds):
-            for name, f in fns.items():
-                start = time.perf_counter()
-                for _ in range(calls[name]):
-                    f()
-                times[name].append((time.perf_counter() - start) / calls[name])
-    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def warm_compile(name: str, args) -> dict:
@@ -225,25 +167,13 @@ def run_case(name: str, args) -> dict:
     with torch.inference_mode():
         ref = case(case.model)
 
-    def stage(stage_name, fn):
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            try:
-                return fn()
-            except Exception as e:  # noqa: BLE001 - a case never aborts the run
-                rec["errors"][stage_name] = _error(e)
-                return None
-            finally:
-                if _warnings(caught):
-                    rec["warnings"][stage_name] = _warnings(caught)
-
     def with_tcomp():
         compiled, rec["tcomp_compile_s"] = tcomp_compile(case, args.tcomp_backend)
         with torch.inference_mode():
             start = time.perf_counter()
             y = case(compiled)
             rec["tcomp_first_call_s"] = time.perf_counter() - start
-        rec["tcomp_report"] = _report(compiled)   # after a call: a program that raises falls back to eager there
+        rec["tcomp_report"] = report(compiled)   # after a call: a program that raises falls back to eager there
         rec["tcomp_err"] = rel_err(y, ref)
         return compiled
 
@@ -256,10 +186,10 @@ def run_case(name: str, args) -> dict:
         rec["torch_compile_err"] = rel_err(y, ref)
         return tc
 
-    compiled = stage("tcomp", with_tcomp)
-    tc = stage("torch_compile", with_inductor)
+    compiled = stage(rec, "tcomp", with_tcomp)
+    tc = stage(rec, "torch_compile", with_inductor)
     fns = {v: (lambda f=f: case(f)) for v, f in zip(VARIANTS, (case.model, tc, compiled)) if f is not None}
-    times = stage("timing", lambda: time_variants(fns, args.rounds, args.round_ms / 1e3))
+    times = stage(rec, "timing", lambda: time_variants(fns, args.rounds, args.round_ms / 1e3))
     if times:
         rec["time_s"] = times
         if "tcomp" in times:
@@ -267,7 +197,7 @@ def run_case(name: str, args) -> dict:
             if "torch.compile" in times:
                 rec["torch_compile_over_tcomp"] = times["torch.compile"] / times["tcomp"]
     if args.second_process and compiled is not None:
-        warm = stage("tcomp_warm", lambda: warm_compile(name, args))
+        warm = stage(rec, "tcomp_warm", lambda: warm_compile(name, args))
         if warm:
             rec["tcomp_compile_warm_s"], rec["tcomp_warm_status"] = warm["seconds"], warm["status"]
     rec["failed"] = failure(rec)
@@ -339,17 +269,13 @@ def case_line(i: int, n: int, rec: dict) -> str:
     return line
 
 
-def _stats(values: list[float]) -> dict:
-    if not values:
-        return {"n": 0}
-    return {"n": len(values), "median": statistics.median(values), "worst": min(values), "best": max(values)}
 
 
 def _group_summary(records: list[dict]) -> dict:
     out = {"cases": len(records), "failures": sum(bool(r.get("failed")) for r in records)}
     out.update({s: sum(status(r) == s for r in records) for s in (*STATUSES, "skipped")})
     for key in ("eager_over_tcomp", "torch_compile_over_tcomp"):
-        out[key] = _stats([r[key] for r in records if key in r])
+        out[key] = stats([r[key] for r in records if key in r])
     for key in ("torch_compile_s", "tcomp_compile_s", "tcomp_compile_warm_s"):
         v = [r[key] for r in records if key in r]
         out[key] = {"n": len(v), "median": statistics.median(v), "max": max(v)} if v else {"n": 0}
@@ -407,10 +333,6 @@ def summary_text(summary: dict) -> str:
 
 # --- the run --------------------------------------------------------------------------------------------------------
 
-def _git_state() -> str:
-    def git(*a: str) -> str:
-        return subprocess.run(["git", *a], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-    return git("rev-parse", "--short", "HEAD") + (" + uncommitted changes" if git("status", "--porcelain") else "")
 
 
 def use_cache(cache_dir: Path | None) -> Path:
@@ -433,7 +355,7 @@ def run_all(names: list[str], args) -> list[dict]:
         except Skipped as e:
             rec = {"case": name, "group": catalogue()[name][0], "skipped": str(e)}
         except Exception as e:  # noqa: BLE001 - building the case itself failed: record it and go on
-            rec = {"case": name, "group": catalogue()[name][0], "errors": {"case": _error(e)}}
+            rec = {"case": name, "group": catalogue()[name][0], "errors": {"case": error_text(e)}}
             rec["failed"] = failure(rec)
         records.append(rec)
         print(case_line(i, len(names), rec), flush=True)
@@ -466,7 +388,7 @@ def main() -> int:
         return compile_only(args.compile_only, args)
     names = select(args.models, catalogue())
     cache = use_cache(args.cache_dir)
-    git, machine, missing = _git_state(), machine_description(), missing_libraries()
+    git, machine, missing = git_state(), machine_description(), missing_libraries()
     backend = os.environ.get("TCOMP_DEFAULT_BACKEND")
     print(f"{len(names)} cases at batch {args.batch}, length {args.length}; tcomp {tcomp.__version__} at {git}, "
           f"torch {torch.__version__}, transformers {transformers.__version__}"

@@ -22,11 +22,8 @@ import json
 import math
 import os
 import statistics
-import subprocess
 import sys
 import time
-import traceback
-import warnings
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,69 +33,21 @@ import torch  # noqa: E402
 
 import tcomp  # noqa: E402
 from tcomp.cache import machine_description  # noqa: E402
+from runs import error_text, git_state, rel_err, report, stage, stats, time_variants  # noqa: E402
 from tests.tn_corpus.families import FAMILIES, corpus_model, draw  # noqa: E402
 
 VARIANTS = ("eager", "torch.compile", "tcomp")
 MISMATCH32, MISMATCH64 = 1e-3, 1e-8     # relative errors past which a result is counted wrong
 
 
-def rel_err(y: torch.Tensor, ref: torch.Tensor) -> float:
-    """max |y - ref| / max |ref| (inf for a shape or dtype-kind mismatch, NaN or inf)."""
-    if not isinstance(y, torch.Tensor) or y.shape != ref.shape:
-        return math.inf
-    y, ref = y.detach().double(), ref.detach().double()
-    if not torch.isfinite(y).all():
-        return math.inf
-    return ((y - ref).abs().max() / ref.abs().max().clamp_min(1e-30)).item()
 
 
-def _error(e: BaseException) -> str:
-    last = traceback.extract_tb(e.__traceback__)[-1] if e.__traceback__ else None
-    where = f" (at {Path(last.filename).name}:{last.lineno})" if last else ""
-    return f"{type(e).__name__}: {str(e).strip().splitlines()[0][:300] if str(e).strip() else ''}{where}"
 
 
-def _warnings(caught) -> list[str]:
-    """The warnings, each once, without the deprecation notices of torch's own internals."""
-    seen = {f"{w.category.__name__}: {str(w.message).splitlines()[0][:300]}": None for w in caught
-            if not issubclass(w.category, DeprecationWarning)}
-    return list(seen)
 
 
-def _report(compiled) -> dict:
-    try:
-        r = compiled.report
-        return {"status": r.status, "fallback_reason": r.fallback_reason, "backend": r.backend,
-                "capture": r.capture, "flops_before": r.flops_at("before"), "flops_after": r.flops_at("after"),
-                "compile_time_s": round(r.compile_time_s, 3)}
-    except Exception as e:  # noqa: BLE001 - a report we cannot read is itself worth recording
-        return {"error": _error(e)}
 
 
-def time_variants(fns: dict, xs: tuple, rounds: int, round_s: float) -> dict[str, float]:
-    """Median seconds per call of each function: warm-up, then ``rounds`` rounds in which the functions take turns,
-    each timed over enough calls to last ``round_s``."""
-    calls = {}
-    with torch.inference_mode():
-        for name, f in fns.items():
-            for _ in range(3):
-                f(*xs)
-            n, start = 0, time.perf_counter()
-            while True:
-                f(*xs)
-                n += 1
-                spent = time.perf_counter() - start
-                if spent >= round_s / 4 or n >= 10_000:
-                    break
-            calls[name] = max(1, math.ceil(round_s * n / max(spent, 1e-9)))
-        times = {name: [] for name in fns}
-        for _ in range(rounds):
-            for name, f in fns.items():
-                start = time.perf_counter()
-                for _ in range(calls[name]):
-                    f(*xs)
-                times[name].append((time.perf_counter() - start) / calls[name])
-    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def run_case(seed: int, args) -> dict:
@@ -110,18 +59,6 @@ def run_case(seed: int, args) -> dict:
                estimated_flops=case.cost["flops"])
     torch._dynamo.reset()   # the corpus models share forward code: keep each case clear of the recompile limit
 
-    def stage(name, fn):
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            try:
-                return fn()
-            except Exception as e:  # noqa: BLE001 - a case never aborts the run
-                rec["errors"][name] = _error(e)
-                return None
-            finally:
-                if _warnings(caught):
-                    rec["warnings"][name] = _warnings(caught)
-
     # float64: tcomp against eager
     m64, x64 = case.model.eval(), case.inputs
     with torch.inference_mode():
@@ -129,10 +66,10 @@ def run_case(seed: int, args) -> dict:
 
     def float64():
         compiled = tcomp.compile(copy.deepcopy(m64), x64)
-        rec["tcomp64_report"] = _report(compiled)
+        rec["tcomp64_report"] = report(compiled)
         with torch.inference_mode():
             rec["err64"] = rel_err(compiled(*x64), ref64)
-    stage("tcomp_float64", float64)
+    stage(rec, "tcomp_float64", float64)
 
     # float32
     m32 = copy.deepcopy(m64).float().eval()
@@ -146,14 +83,14 @@ def run_case(seed: int, args) -> dict:
         start = time.perf_counter()
         compiled = tcomp.compile(m32, x32)
         rec["tcomp_compile_s"] = time.perf_counter() - start
-        rec["tcomp_report"] = _report(compiled)
+        rec["tcomp_report"] = report(compiled)
         with torch.inference_mode():
             start = time.perf_counter()
             y = compiled(*x32)
             rec["tcomp_first_call_s"] = time.perf_counter() - start
         rec["err32"] = rel_err(y, ref32)
         return compiled
-    compiled = stage("tcomp_float32", tcomp32)
+    compiled = stage(rec, "tcomp_float32", tcomp32)
 
     def inductor():
         tc = torch.compile(m32)
@@ -163,12 +100,13 @@ def run_case(seed: int, args) -> dict:
             rec["torch_compile_s"] = time.perf_counter() - start
         rec["torch_compile_err32"] = rel_err(y, ref32)
         return tc
-    tc = stage("torch_compile", inductor)
+    tc = stage(rec, "torch_compile", inductor)
     if tc is not None:
         fns["torch.compile"] = tc
     if compiled is not None:
         fns["tcomp"] = compiled
-    times = stage("timing", lambda: time_variants(fns, x32, args.rounds, args.round_ms / 1e3))
+    calls = {name: (lambda f=f: f(*x32)) for name, f in fns.items()}
+    times = stage(rec, "timing", lambda: time_variants(calls, args.rounds, args.round_ms / 1e3))
     if times:
         rec["time_s"] = times
         if "tcomp" in times:
@@ -217,10 +155,6 @@ def case_line(i: int, n: int, rec: dict) -> str:
     return line
 
 
-def _stats(values: list[float]) -> dict:
-    if not values:
-        return {"n": 0}
-    return {"n": len(values), "median": statistics.median(values), "worst": min(values), "best": max(values)}
 
 
 def summarize(records: list[dict]) -> dict:
@@ -230,13 +164,13 @@ def summarize(records: list[dict]) -> dict:
         out["families"][fam] = {
             "cases": len(rs), "failures": sum(bool(r.get("failed")) for r in rs),
             "fallbacks": sum(bool(r.get("fallback")) for r in rs),
-            "vs_eager": _stats([r["speedup_vs_eager"] for r in rs if "speedup_vs_eager" in r]),
-            "vs_torch_compile": _stats([r["speedup_vs_torch_compile"] for r in rs if "speedup_vs_torch_compile" in r])}
+            "vs_eager": stats([r["speedup_vs_eager"] for r in rs if "speedup_vs_eager" in r]),
+            "vs_torch_compile": stats([r["speedup_vs_torch_compile"] for r in rs if "speedup_vs_torch_compile" in r])}
     out["overall"] = {
         "cases": len(records), "failures": sum(bool(r.get("failed")) for r in records),
         "fallbacks": sum(bool(r.get("fallback")) for r in records),
-        "vs_eager": _stats([r["speedup_vs_eager"] for r in records if "speedup_vs_eager" in r]),
-        "vs_torch_compile": _stats([r["speedup_vs_torch_compile"] for r in records
+        "vs_eager": stats([r["speedup_vs_eager"] for r in records if "speedup_vs_eager" in r]),
+        "vs_torch_compile": stats([r["speedup_vs_torch_compile"] for r in records
                                     if "speedup_vs_torch_compile" in r])}
     for key in ("tcomp_compile_s", "torch_compile_s"):
         v = [r[key] for r in records if key in r]
@@ -278,10 +212,6 @@ def select_seeds(start: int, count: int, families: set[str] | None) -> list[int]
     return seeds
 
 
-def _git_state() -> str:
-    def git(*a: str) -> str:
-        return subprocess.run(["git", *a], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-    return git("rev-parse", "--short", "HEAD") + (" + uncommitted changes" if git("status", "--porcelain") else "")
 
 
 def main() -> int:
@@ -300,7 +230,7 @@ def main() -> int:
     if families and families - set(FAMILIES):
         ap.error(f"unknown families {sorted(families - set(FAMILIES))}; known: {sorted(FAMILIES)}")
     seeds = select_seeds(args.seed, args.models, families)
-    git, machine = _git_state(), machine_description()
+    git, machine = git_state(), machine_description()
     backend = os.environ.get("TCOMP_DEFAULT_BACKEND")
     print(f"{len(seeds)} corpus cases from seed {args.seed}, tcomp {tcomp.__version__} at {git}, torch "
           f"{torch.__version__}{f', TCOMP_DEFAULT_BACKEND={backend}' if backend else ''}\non {machine}", flush=True)
@@ -313,7 +243,7 @@ def main() -> int:
             rec = run_case(seed, args)
         except Exception as e:  # noqa: BLE001 - building the case itself failed: record it and go on
             rec = {"seed": seed, "family": "?", "style": "?", "description": f"seed {seed}", "batch": "?",
-                   "errors": {"case": _error(e)}}
+                   "errors": {"case": error_text(e)}}
             rec["failed"], rec["fallback"] = failure(rec), None
         records.append(rec)
         print(case_line(i, len(seeds), rec), flush=True)
