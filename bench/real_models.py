@@ -12,14 +12,18 @@ its forward; ``tcomp.compile(model, example)`` (tcomp's defaults; ``--tcomp-back
 wall time of the call, its report's status and backend, and its forward; the max relative error of both against
 eager on every tensor of the output. Forward times are medians taken in one process after warm-up, the variants
 taking turns, under ``torch.inference_mode()`` (``--rounds`` rounds, each of enough calls to last ``--round-ms``).
-With ``--second-process`` (the default) a second process of this script compiles the same model with tcomp again,
-on the on-disk cache the first left: ``tcomp_compile_warm_s`` (both processes import torch._dynamo and transformers'
-modeling code before any case, so no compile time counts those imports). The cache (``TCOMP_CACHE_DIR``, and Inductor's
-``TORCHINDUCTOR_CACHE_DIR`` unless it is set) is a fresh temporary directory unless ``--cache-dir`` names one, so the
-first process starts cold; within it, later cases reuse what earlier ones measured, as a user's process would. An
-exception is recorded with its case and never stops the run. Prints a line per case and a summary (a table of the
-cases; per group, transformers and libraries: statuses, median and worst speed ratios, compile times) and writes it
-all as JSON with the machine's description.
+Compile times: with ``--cold-processes`` (the default) each variant compiles the case again in a fresh process of
+its own on empty caches (``torch_compile_cold_s``, ``tcomp_compile_cold_s``: the cold first call a user meets, with
+neither reusing Inductor kernels the other built — in one process, whichever compiles second finds the first's C++
+toolchain warm and its kernels cached, which made torch.compile look 2-6x faster to compile than it is); with
+``--second-process`` (the default) a process compiles it with tcomp on the on-disk cache this process left
+(``tcomp_compile_warm_s``). Every process imports torch._dynamo and transformers' modeling code before any case, so
+no compile time counts those imports. This process's cache (``TCOMP_CACHE_DIR``, and Inductor's
+``TORCHINDUCTOR_CACHE_DIR`` unless it is set) is a fresh temporary directory unless ``--cache-dir`` names one; within
+it, later cases reuse what earlier ones measured, as a user's process would (its compile times are recorded too:
+``tcomp_compile_s``, ``torch_compile_s``). An exception is recorded with its case and never stops the run. Prints a
+line per case and a summary (a table of the cases; per group, transformers and libraries: statuses, median and worst
+speed ratios, compile times) and writes it all as JSON with the machine's description.
 
     python bench/real_models.py --json bench/results/real_models.json --threads 1
     python bench/real_models.py --models bert,minilm_pretrained,tltorch --batch 32 --length 128
@@ -55,9 +59,11 @@ from tests.corpus.transformers_models import CORPUS, tokens  # noqa: E402
 
 VARIANTS = ("eager", "torch.compile", "tcomp")
 STATUSES = ("compiled", "compiled in pieces", "eager fallback")
+COMPILE_TIMES = ("torch_compile_cold_s", "tcomp_compile_cold_s", "tcomp_compile_warm_s", "torch_compile_s",
+                 "tcomp_compile_s")  # fresh processes (cold), a second process on tcomp's cache (warm), this one
 GROUPS = ("transformers", "libraries")
 MISMATCH = 1e-3           # float32 relative error past which a result is counted wrong
-WARM_TIMEOUT_S = 900      # the second process's limit
+OTHER_PROCESS_TIMEOUT_S = 900  # the limit of a process that only compiles
 
 
 class Skipped(Exception):
@@ -124,14 +130,6 @@ def build(name: str, args) -> Case:
 
 # --- measuring ------------------------------------------------------------------------------------------------------
 
-
-
-
-
-
-
-
-
 def tcomp_compile(case: Case, backend: str | None) -> tuple[tcomp.CompiledModule, float]:
     """``tcomp.compile(model, example)`` and its wall time. tcomp.compile takes positional examples only: for keyword
     inputs, what it does with an example — compile, then ``compile_for`` the example — is spelt out."""
@@ -144,17 +142,24 @@ def tcomp_compile(case: Case, backend: str | None) -> tuple[tcomp.CompiledModule
 
 
 
-def warm_compile(name: str, args) -> dict:
-    """tcomp's compile time of case ``name`` in a second process of this script, on the cache this one left."""
-    command = [sys.executable, str(Path(__file__).resolve()), "--compile-only", name, "--threads", str(args.threads),
-               "--batch", str(args.batch), "--length", str(args.length), "--seed", str(args.seed)]
+def compile_elsewhere(name: str, args, variant: str, cache_dir: Path | None = None) -> dict:
+    """The compile time of case ``name`` with ``variant`` ("tcomp" or "torch.compile") in another process of this
+    script: on ``cache_dir`` (tcomp's and Inductor's caches; the second process's warm start), or on fresh empty
+    ones (a cold first call, each variant in its own process, so that neither reuses kernels the other compiled)."""
+    command = [sys.executable, str(Path(__file__).resolve()), "--compile-only", name, "--variant", variant,
+               "--threads", str(args.threads), "--batch", str(args.batch), "--length", str(args.length),
+               "--seed", str(args.seed)]
     if args.tcomp_backend:
         command += ["--tcomp-backend", args.tcomp_backend]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=WARM_TIMEOUT_S, cwd=ROOT)
+    with tempfile.TemporaryDirectory(prefix="tcomp-real-models-cold-") as fresh:
+        cache = cache_dir or Path(fresh)
+        env = {**os.environ, "TCOMP_CACHE_DIR": str(cache), "TORCHINDUCTOR_CACHE_DIR": str(cache / "inductor")}
+        done = subprocess.run(command, capture_output=True, text=True, timeout=OTHER_PROCESS_TIMEOUT_S, cwd=ROOT,
+                              env=env)
     lines = done.stdout.strip().splitlines()
     if done.returncode or not lines:
         tail = (done.stderr.strip().splitlines() or ["no output"])[-1][:300]
-        raise RuntimeError(f"the second process exited with {done.returncode}: {tail}")
+        raise RuntimeError(f"the {variant} process exited with {done.returncode}: {tail}")
     return json.loads(lines[-1])
 
 
@@ -196,8 +201,14 @@ def run_case(name: str, args) -> dict:
             rec["eager_over_tcomp"] = times["eager"] / times["tcomp"]
             if "torch.compile" in times:
                 rec["torch_compile_over_tcomp"] = times["torch.compile"] / times["tcomp"]
+    if args.cold_processes:
+        for variant, key in (("torch.compile", "torch_compile_cold_s"), ("tcomp", "tcomp_compile_cold_s")):
+            cold = stage(rec, f"{variant}_cold", lambda: compile_elsewhere(name, args, variant))
+            if cold:
+                rec[key] = cold["seconds"]
     if args.second_process and compiled is not None:
-        warm = stage(rec, "tcomp_warm", lambda: warm_compile(name, args))
+        warm = stage(rec, "tcomp_warm", lambda: compile_elsewhere(name, args, "tcomp", Path(os.environ[
+            "TCOMP_CACHE_DIR"])))
         if warm:
             rec["tcomp_compile_warm_s"], rec["tcomp_warm_status"] = warm["seconds"], warm["status"]
     rec["failed"] = failure(rec)
@@ -229,11 +240,19 @@ def preload() -> None:
 
 
 def compile_only(name: str, args) -> int:
-    """The second process: build case ``name`` as the first did, time tcomp's compile, print it as JSON last."""
+    """A process that only compiles: build case ``name`` as the first process did, time ``--variant``'s compile (for
+    torch.compile, its first call), print it as JSON last."""
     preload()
     case = build(name, args)
-    compiled, seconds = tcomp_compile(case, args.tcomp_backend)
-    print(json.dumps({"seconds": seconds, "status": compiled.report.status}))
+    if args.variant == "tcomp":
+        compiled, seconds = tcomp_compile(case, args.tcomp_backend)
+        print(json.dumps({"seconds": seconds, "status": compiled.report.status}))
+        return 0
+    tc = torch.compile(case.model)
+    with torch.inference_mode():
+        start = time.perf_counter()
+        case(tc)
+        print(json.dumps({"seconds": time.perf_counter() - start}))
     return 0
 
 
@@ -259,8 +278,9 @@ def case_line(i: int, n: int, rec: dict) -> str:
     line = (f"[{i}/{n}] {rec['case']}: tcomp {status(rec)} ({report.get('backend', '-')}); ms eager {_ms(rec, 'eager')}"
             f", torch.compile {_ms(rec, 'torch.compile')}, tcomp {_ms(rec, 'tcomp')}; eager/tcomp "
             f"{_x(rec, 'eager_over_tcomp')}, torch.compile/tcomp {_x(rec, 'torch_compile_over_tcomp')}; compile s "
-            f"torch.compile {_s(rec, 'torch_compile_s')}, tcomp {_s(rec, 'tcomp_compile_s')}, tcomp warm "
-            f"{_s(rec, 'tcomp_compile_warm_s')}; err tcomp {rec.get('tcomp_err', math.nan):.1e}, torch.compile "
+            f"cold torch.compile {_s(rec, 'torch_compile_cold_s')}, tcomp {_s(rec, 'tcomp_compile_cold_s')}, tcomp "
+            f"warm {_s(rec, 'tcomp_compile_warm_s')} (in this process: torch.compile {_s(rec, 'torch_compile_s')}, "
+            f"tcomp {_s(rec, 'tcomp_compile_s')}); err tcomp {rec.get('tcomp_err', math.nan):.1e}, torch.compile "
             f"{rec.get('torch_compile_err', math.nan):.1e}")
     if rec.get("failed"):
         line += f"\n    FAILED {rec['failed']}"
@@ -276,9 +296,12 @@ def _group_summary(records: list[dict]) -> dict:
     out.update({s: sum(status(r) == s for r in records) for s in (*STATUSES, "skipped")})
     for key in ("eager_over_tcomp", "torch_compile_over_tcomp"):
         out[key] = stats([r[key] for r in records if key in r])
-    for key in ("torch_compile_s", "tcomp_compile_s", "tcomp_compile_warm_s"):
+    for key in COMPILE_TIMES:
         v = [r[key] for r in records if key in r]
         out[key] = {"n": len(v), "median": statistics.median(v), "max": max(v)} if v else {"n": 0}
+    both = [r for r in records if "tcomp_compile_cold_s" in r and "torch_compile_cold_s" in r]
+    out["tcomp_cold_within_torch_compile_cold"] = {
+        "n": len(both), "count": sum(r["tcomp_compile_cold_s"] <= r["torch_compile_cold_s"] for r in both)}
     return out
 
 
@@ -296,11 +319,12 @@ def summarize(records: list[dict]) -> dict:
 def case_table(records: list[dict]) -> str:
     head = (f"{'case':34s} {'tcomp status':18s} {'eager':>7s} {'t.comp':>7s} {'tcomp':>7s} {'eag/tc':>7s} "
             f"{'t.c/tc':>7s}  {'t.c cold':>8s} {'tc cold':>7s} {'tc warm':>7s}")
-    lines = ["forward ms; ratios: the other's time / tcomp's (>1: tcomp faster); compile s", head]
+    lines = ["forward ms; ratios: the other's time / tcomp's (>1: tcomp faster); compile s (cold: a fresh process "
+             "with empty caches; warm: a second process on tcomp's cache)", head]
     for r in records:
         lines.append(f"{r['case'][:34]:34s} {status(r)[:18]:18s} {_ms(r, 'eager'):>7s} {_ms(r, 'torch.compile'):>7s} "
                      f"{_ms(r, 'tcomp'):>7s} {_x(r, 'eager_over_tcomp'):>7s} {_x(r, 'torch_compile_over_tcomp'):>7s}"
-                     f"  {_s(r, 'torch_compile_s'):>8s} {_s(r, 'tcomp_compile_s'):>7s} "
+                     f"  {_s(r, 'torch_compile_cold_s'):>8s} {_s(r, 'tcomp_compile_cold_s'):>7s} "
                      f"{_s(r, 'tcomp_compile_warm_s'):>7s}")
     return "\n".join(lines)
 
@@ -320,8 +344,12 @@ def summary_text(summary: dict) -> str:
                   f"{s['eager fallback']} eager fallback, {s['failures']} failed, {s['skipped']} skipped",
                   f"    eager/tcomp {ratio(s['eager_over_tcomp'])}; torch.compile/tcomp "
                   f"{ratio(s['torch_compile_over_tcomp'])}",
-                  f"    compile s: torch.compile {seconds(s['torch_compile_s'])}; tcomp cold "
-                  f"{seconds(s['tcomp_compile_s'])}; tcomp warm {seconds(s['tcomp_compile_warm_s'])}"]
+                  f"    compile s, cold: torch.compile {seconds(s['torch_compile_cold_s'])}; tcomp "
+                  f"{seconds(s['tcomp_compile_cold_s'])} (no slower than torch.compile on "
+                  f"{s['tcomp_cold_within_torch_compile_cold']['count']} of "
+                  f"{s['tcomp_cold_within_torch_compile_cold']['n']}); tcomp warm "
+                  f"{seconds(s['tcomp_compile_warm_s'])}; in this process: torch.compile "
+                  f"{seconds(s['torch_compile_s'])}, tcomp {seconds(s['tcomp_compile_s'])}"]
     for name, why in summary["failed_cases"].items():
         lines.append(f"  failed {name}: {why}")
     for name, why in summary["torch_compile_failed"].items():
@@ -377,7 +405,10 @@ def parse_args():
     ap.add_argument("--second-process", action=argparse.BooleanOptionalAction, default=True,
                     help="time tcomp's compile again in a second process, on the warm on-disk cache")
     ap.add_argument("--cache-dir", type=Path, default=None, help="the on-disk cache (default: a fresh one)")
+    ap.add_argument("--cold-processes", action=argparse.BooleanOptionalAction, default=True,
+                    help="time each variant's cold compile in a fresh process of its own, on empty caches")
     ap.add_argument("--compile-only", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--variant", default="tcomp", choices=("tcomp", "torch.compile"), help=argparse.SUPPRESS)
     return ap.parse_args()
 
 

@@ -32,7 +32,7 @@ import torch.nn as nn
 from tcomp.approx.selection import Selection
 from tcomp.codegen.kernels.source import kernel_sources
 from tcomp.distributed import refuse_wrapped
-from tcomp.frontend.arguments import Arguments, Positional
+from tcomp.frontend.arguments import Arguments, Binder
 from tcomp.frontend.capture import UntraceableError
 from tcomp.frontend.dynamo import Pieces, in_pieces
 from tcomp.ir import Program
@@ -66,6 +66,7 @@ class _Guard:
     dynamic: tuple[tuple[tuple[int, int], ...], ...] = ()  # per symbol, its (argument, dim) pairs
     ranges: tuple[tuple[int, int], ...] = ()  # per symbol, the sizes the program was fitted on (lowest, highest)
     size_guards: Any = None  # torch.export's checks of the sizes (frontend.capture._export), given the tensors
+    SIZES_REMEMBERED = 64    # sizes that passed size_guards, kept so that they are not checked again
 
     @staticmethod
     def of(arguments: Arguments, training: bool, dynamic: dict[tuple[int, int], str],
@@ -96,6 +97,7 @@ class _Guard:
             (k, spec[1], spec[2], len(spec[3]), tuple((d, s) for d, s in enumerate(spec[3]) if isinstance(s, int)))
             for k, spec in enumerate(self.specs) if spec[0] == "tensor")
         self._value_checks = tuple((k, spec[1]) for k, spec in enumerate(self.specs) if spec[0] == "value")
+        self._sizes_passed: set = set()
 
     def matches(self, arguments: Arguments, training: bool, any_length: bool = False) -> bool:
         """Whether a call matches; with ``any_length``, whatever the lengths of dimension 1."""
@@ -123,10 +125,18 @@ class _Guard:
         return any_length or self.size_guards is None or self._sizes_pass(arguments)
 
     def _sizes_pass(self, arguments: Arguments) -> bool:
+        """Export's size guards on the tensors, remembered for the sizes and strides that passed (its checks read
+        nothing else, and running them costs more than a small model's call)."""
+        tensors = arguments.tensors
+        key = tuple((t.shape, t.stride()) for t in tensors)
+        if key in self._sizes_passed:
+            return True
         try:
-            self.size_guards(*arguments.tensors)
+            self.size_guards(*tensors)
         except Exception:  # noqa: BLE001 - an AssertionError: a branch the program took on the example's sizes goes
             return False    # the other way here (anything else: not provably the same, so compile again)
+        if len(self._sizes_passed) < self.SIZES_REMEMBERED:
+            self._sizes_passed.add(key)
         return True
 
 
@@ -225,8 +235,7 @@ class CompiledModule(nn.Module):
         self._tcomp_name = name or type(model).__name__
         self._tcomp_artifacts: list[_Artifact] = []     # most recently used first
         self._tcomp_selection: Selection | None = None  # an approximate compilation's choices, for every recompile
-        self._tcomp_signature = inspect.signature(model.forward)
-        self._tcomp_positional = Positional.of(self._tcomp_signature)
+        self._tcomp_binder = Binder(inspect.signature(model.forward))
         self._tcomp_tracking = _tracking_statistics(model)  # again at each compile: a module may be added before
         self._register_state_dict_hook(_strip_prefix)
         self._register_load_state_dict_pre_hook(_add_prefix)
@@ -239,7 +248,7 @@ class CompiledModule(nn.Module):
         return out
 
     def forward(self, *args, **kwargs):
-        arguments = Arguments.bind(self._tcomp_signature, args, kwargs, self._tcomp_positional)
+        arguments = self._tcomp_binder.bind(args, kwargs)
         training = self._orig_mod.training
         art = next((a for a in self._tcomp_artifacts if a.matches(arguments, training)), None)
         if art is None:
@@ -272,7 +281,7 @@ class CompiledModule(nn.Module):
 
     def compile_for(self, *args, **kwargs) -> "_Artifact":
         """Compile for these example inputs now (what the first call would do)."""
-        return self._compile(Arguments.bind(self._tcomp_signature, args, kwargs, self._tcomp_positional))
+        return self._compile(self._tcomp_binder.bind(args, kwargs))
 
     def _compile(self, arguments: Arguments) -> _Artifact:
         opts = self._tcomp_options

@@ -71,9 +71,11 @@ class CachedFunction(nn.Module):
         return self.fn(*inputs)
 
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
-        if active_fake_mode() is not None or any(is_fake(t) for t in inputs):
+        maybe_traced = torch._C._len_torch_dispatch_stack() or not all(type(t) in _PLAIN for t in inputs)
+        if maybe_traced and (active_fake_mode() is not None or any(is_fake(t) for t in inputs)):
             # traced (AOTAutograd, export) or run on fake tensors (dtype propagation): the result is not a value to
-            # keep — caching it would hand a FakeTensor to the next real call with the same parameters
+            # keep — caching it would hand a FakeTensor to the next real call with the same parameters. (The two
+            # checks cost more than a small model's call: plain tensors with no dispatch mode on are neither.)
             return self.compute(*inputs)
         if self._cache is None or not self._unchanged(inputs):
             with torch.no_grad():
@@ -100,6 +102,8 @@ class CachedFunction(nn.Module):
                 return False
         return True
 
+
+_PLAIN = (torch.Tensor, nn.Parameter)
 
 COPIED_BYTES = 1 << 16
 """Inputs of a cached function up to this size are compared with a copy kept of them: exact, and one comparison a

@@ -37,34 +37,64 @@ def plain_value(v: Any) -> bool:
     return False
 
 
+class _From:
+    """A marker bound in place of a call's value: it came from positional argument ``key`` (``keyword`` False) or
+    from keyword ``key``."""
+
+    __slots__ = ("keyword", "key")
+
+    def __init__(self, keyword: bool, key: Any):
+        self.keyword, self.key = keyword, key
+
+
 @dataclass(frozen=True)
-class Positional:
-    """How a call that passes every argument by position binds, where that needs no ``Signature.bind`` (which costs
-    more than a small model's call): ``names`` when every parameter can be passed by position (none is ``*args``,
-    ``**kwargs`` or keyword-only); ``varargs``, the name of ``*args`` when it is the only parameter besides
-    ``**kwargs`` (a GraphModule's ``forward`` as ``inspect`` sees it)."""
+class _Template:
+    """How every call of one shape binds: per value its source — ``(0, i)`` positional argument ``i``, ``(1, name)``
+    keyword ``name``, ``(2, value)`` a default — and the binding's names, slots and flags, which the shape fixes."""
 
-    names: tuple[str, ...] | None = None
-    varargs: str | None = None
+    sources: tuple
+    names: tuple[str, ...]
+    slots: tuple[str | None, ...]
+    given: tuple[bool, ...]
+    fixed_arity: bool
+    in_order: bool  # the values are the positional arguments themselves, in order
 
-    @staticmethod
-    def of(signature: inspect.Signature) -> "Positional":
-        params = list(signature.parameters.values())
-        if all(p.kind in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD) for p in params):
-            return Positional(names=tuple(p.name for p in params))
-        rest = [p for p in params if p.kind != inspect.Parameter.VAR_KEYWORD]
-        if len(rest) == 1 and rest[0].kind == inspect.Parameter.VAR_POSITIONAL:
-            return Positional(varargs=rest[0].name)
-        return Positional()
+    def fill(self, args: tuple, kwargs: dict) -> "Arguments":
+        if self.in_order:
+            values = args if type(args) is tuple else tuple(args)
+        else:
+            values = tuple(args[x] if s == 0 else kwargs[x] if s == 1 else x for s, x in self.sources)
+        return Arguments(values, self.names, self.slots, self.given, self.fixed_arity)
 
-    def bind(self, args: tuple) -> "Arguments | None":
-        n = len(args)
-        if self.names is not None and n == len(self.names):
-            return Arguments(tuple(args), self.names, (None,) * n, (True,) * n, True)
-        if self.varargs is not None:
-            return Arguments(tuple(args), tuple(f"{self.varargs}_{j}" for j in range(n)), (None,) * n, (True,) * n,
-                             False)
-        return None
+
+class Binder:
+    """Binds the calls of one ``forward`` signature, faster than ``Signature.bind`` (which costs more than a small
+    model's call). A call's shape — how many arguments it passes by position, and which keywords in which order —
+    fixes where each bound value comes from (an argument, a keyword, a default) and the binding's names, slots and
+    flags. The first call of a shape binds through :meth:`Arguments.bind` with markers in place of its values (so a
+    call that does not bind raises ``Signature.bind``'s TypeError); later calls of that shape only pick values."""
+
+    MAX_SHAPES = 64  # past this many call shapes, a new one binds through the general path each time
+
+    def __init__(self, signature: inspect.Signature):
+        self.signature = signature
+        self._templates: dict = {}
+
+    def bind(self, args: tuple, kwargs: dict) -> "Arguments":
+        shape = (len(args), tuple(kwargs)) if kwargs else len(args)
+        template = self._templates.get(shape)
+        if template is None:
+            template = self._template(len(args), tuple(kwargs))
+            if len(self._templates) < self.MAX_SHAPES:
+                self._templates[shape] = template
+        return template.fill(args, kwargs)
+
+    def _template(self, n_args: int, keywords: tuple[str, ...]) -> _Template:
+        marked = Arguments.bind(self.signature, tuple(_From(False, i) for i in range(n_args)),
+                                {k: _From(True, k) for k in keywords})
+        sources = tuple((int(v.keyword), v.key) if isinstance(v, _From) else (2, v) for v in marked.values)
+        in_order = sources == tuple((0, i) for i in range(n_args))
+        return _Template(sources, marked.names, marked.slots, marked.given, marked.fixed_arity, in_order)
 
 
 @dataclass(frozen=True)
@@ -81,13 +111,8 @@ class Arguments:
     fixed_arity: bool = True
 
     @staticmethod
-    def bind(signature: inspect.Signature, args: tuple, kwargs: dict,
-             positional: Positional | None = None) -> "Arguments":
-        """``positional``: :meth:`Positional.of` the signature, where the caller keeps it."""
-        positional = positional or Positional.of(signature)
-        fast = None if kwargs else positional.bind(args)  # what the general path gives, 10x faster
-        if fast is not None:
-            return fast
+    def bind(signature: inspect.Signature, args: tuple, kwargs: dict) -> "Arguments":
+        """The general path (a caller that binds many calls keeps a :class:`Binder`)."""
         bound = signature.bind(*args, **kwargs)
         passed = set(bound.arguments)
         bound.apply_defaults()
@@ -114,8 +139,9 @@ class Arguments:
                                or (kind in _POSITIONAL and position < len(args)))
                 slots.append(None if by_position else name)
                 given.append(name in passed)
-        return Arguments(tuple(values), tuple(names), tuple(slots), tuple(given),
-                         Positional.of(signature).names is not None)
+        fixed_arity = all(p.kind in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+                          for p in signature.parameters.values())
+        return Arguments(tuple(values), tuple(names), tuple(slots), tuple(given), fixed_arity)
 
     def call_args(self) -> tuple[tuple, dict]:
         """``(args, kwargs)`` that bind to these values, the defaults the call left out left out."""

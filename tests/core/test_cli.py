@@ -20,7 +20,8 @@ def test_inspect_text_shows_each_pass_costs_trees_and_code(capsys):
     assert main(["inspect", "zoo:mlp", "--batch", "2"]) == 0
     out = capsys.readouterr().out
     assert "-- lowered --" in out and "-- after fuse_networks --" in out and "-- after contraction_order --" in out
-    assert "flop" in out and "mm(x, layers.0.weight)" in out
+    # either orientation of the first layer's GEMM: at batch 2 which is faster is measured on the machine
+    assert "flop" in out and ("mm(x, layers.0.weight)" in out or "mm(layers.0.weight, x)" in out)
     assert "-- emitted code --" in out and "def forward(self, x):" in out and "torch.addmm" in out
 
 

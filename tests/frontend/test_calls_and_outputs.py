@@ -3,6 +3,7 @@ keyword arguments (Hugging Face's ``@can_return_tuple`` and friends) and outputs
 dataclasses (``ModelOutput``)."""
 import functools
 import inspect
+import re
 import warnings
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -123,10 +124,8 @@ def test_a_default_the_call_left_out_is_left_out_again():
 
 
 def test_binding_all_positional_arguments_keeps_varargs_apart():
-    """The fast path for calls that pass every parameter by position must not take ``*xs`` for one parameter."""
-    import inspect
-
-    from tcomp.frontend.arguments import Arguments
+    """A call that passes every parameter by position must not take ``*xs`` for one parameter."""
+    from tcomp.frontend.arguments import Binder
 
     t = torch.zeros(1)
 
@@ -136,9 +135,9 @@ def test_binding_all_positional_arguments_keeps_varargs_apart():
     def fixed(x, y=2):
         return x
 
-    bound = Arguments.bind(inspect.signature(varargs), (t,), {})
+    bound = Binder(inspect.signature(varargs)).bind((t,), {})
     assert bound.names == ("xs_0",) and not bound.fixed_arity and bound.values[0] is t
-    bound = Arguments.bind(inspect.signature(fixed), (t, 3), {})
+    bound = Binder(inspect.signature(fixed)).bind((t, 3), {})
     assert bound.names == ("x", "y") and bound.fixed_arity and bound.values == (t, 3) and bound.given == (True, True)
     assert bound.call_args() == ((t, 3), {})
 
@@ -147,27 +146,41 @@ _KINDS = [inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEY
           inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.VAR_KEYWORD]
 
 
-@settings(max_examples=200)
-@given(kinds=st.lists(st.sampled_from(_KINDS), max_size=5), defaults=st.integers(0, 5), n_args=st.integers(0, 6))
-def test_the_fast_binding_of_positional_calls_is_the_general_one(kinds, defaults, n_args):
-    """``Positional.bind`` (a call's fast path) gives what ``Signature.bind`` gives, for any signature and number of
-    positional arguments, or declines."""
-    from tcomp.frontend.arguments import Arguments, Positional
-
-    order = sorted(set(kinds), key=_KINDS.index) if kinds else []
-    params, seen_default = [], False
-    for k, kind in enumerate(order):
+@st.composite
+def _signatures_and_calls(draw):
+    counts = [draw(st.integers(0, 3)), draw(st.integers(0, 3)), draw(st.integers(0, 1)), draw(st.integers(0, 2)),
+              draw(st.integers(0, 1))]
+    kinds = [kind for kind, n in zip(_KINDS, counts) for _ in range(n)]
+    positional = sum(counts[:2])
+    first_default = draw(st.integers(0, positional))
+    params = []
+    for k, kind in enumerate(kinds):
         default = inspect.Parameter.empty
-        if kind in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD):
-            seen_default = seen_default or k >= len(order) - defaults
-            default = k if seen_default else inspect.Parameter.empty
+        if (kind in _KINDS[:2] and k >= first_default) or (kind == _KINDS[3] and draw(st.booleans())):
+            default = -k
         params.append(inspect.Parameter(f"p{k}", kind, default=default))
-    signature = inspect.Signature(params)
-    args = tuple(range(100, 100 + n_args))
-    fast = Positional.of(signature).bind(args)
-    try:
-        general = Arguments.bind(signature, args, {}, positional=Positional())
-    except TypeError:  # the call does not bind: the fast path must not have accepted it
-        assert fast is None
-        return
-    assert fast is None or fast == general
+    names = [f"p{k}" for k in range(len(kinds))] + ["extra", "more"]
+    keywords = draw(st.lists(st.sampled_from(names), unique=True, max_size=4))
+    return inspect.Signature(params), draw(st.integers(0, 5)), keywords
+
+
+@settings(max_examples=300)
+@given(case=_signatures_and_calls())
+def test_the_fast_binding_is_the_general_one(case):
+    """``Binder.bind`` (a call's fast path, which remembers how each shape of call binds) gives what
+    ``Signature.bind`` gives, for any signature and call — on the call that taught it the shape and on a later one
+    with other values — and raises the same TypeError where the call does not bind."""
+    from tcomp.frontend.arguments import Arguments, Binder
+
+    signature, n_args, keywords = case
+    binder = Binder(signature)
+    for base in (100, 200):
+        args = tuple(range(base, base + n_args))
+        kwargs = {k: base + 50 + j for j, k in enumerate(keywords)}
+        try:
+            general = Arguments.bind(signature, args, kwargs)
+        except TypeError as err:
+            with pytest.raises(TypeError, match=re.escape(str(err))):
+                binder.bind(args, kwargs)
+            return
+        assert binder.bind(args, kwargs) == general
