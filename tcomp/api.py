@@ -210,7 +210,8 @@ class _Artifact:
     gm: fx.GraphModule | None = None     # None: run the original model eagerly
     program: Program | None = None
     state: _StateGuard = field(default_factory=lambda: _StateGuard([]))
-    runner: Any = None                   # what a call runs: gm, an Inductor runner, a rematerialized step
+    runner: Any = None                   # what a call runs: gm, an Inductor runner, a rematerialized step (None: the
+                                         # original model, not compiled or measured faster than gm)
     selection: Selection | None = None   # approximate compilation: the options chosen
     pieces: Pieces | None = None         # a model compiled in pieces: Dynamo runs it, and guards every call itself
 
@@ -257,14 +258,14 @@ class CompiledModule(nn.Module):
         elif art is not self._tcomp_artifacts[0]:
             self._tcomp_artifacts.remove(art)
             self._tcomp_artifacts.insert(0, art)
-        if art.gm is None and art.pieces is None:
+        if art.runner is None and art.pieces is None:  # not compiled, or the original measured faster
             return self._orig_mod(*args, **kwargs)
         statistics = _running_statistics(self._tcomp_tracking) if training and self._tcomp_tracking else []
         try:
             if art.pieces is not None:
                 return art.pieces(*args, **kwargs)
             # the GraphModule's forward itself, not fx's call wrapper, which prints a traceback of its own on an error
-            return (art.gm.forward if art.runner is None or art.runner is art.gm else art.runner)(*arguments.tensors)
+            return (art.gm.forward if art.runner is art.gm else art.runner)(*arguments.tensors)
         except Exception as err:  # noqa: BLE001 - never crash where eager would not
             if self._tcomp_options.strict:
                 raise
@@ -388,7 +389,8 @@ class CompiledModule(nn.Module):
                              for k, m in enumerate(art.pieces.modules))
         if art.gm is None:
             return f"# eager fallback: {art.report.fallback_reason}\n"
-        return art.gm.code + kernel_sources(art.gm)
+        kept = "" if art.runner is not None else "# not run: the original forward measured faster (see the report)\n"
+        return kept + art.gm.code + kernel_sources(art.gm)
 
     @property
     def graph_module(self) -> fx.GraphModule | None:

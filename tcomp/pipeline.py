@@ -41,16 +41,17 @@ from tcomp.numerics import compare
 from tcomp.options import Options
 from tcomp.passmanager import Pass, PassContext, PipelineResult, VerificationError, run_passes, select_passes
 from tcomp.report import CompileReport
-from tcomp.timing import median_time
+from tcomp.timing import in_turns, sync_for
 
 
 @dataclass
 class Build:
     """One signature compiled: the runner a call runs (the emitted module, an Inductor runner, or a rematerialized
-    training step), the emitted module and final Program, the report, which (argument, dim) pairs are symbolic
-    and their symbol's name (empty when specialised), and the approximate selection to re-apply on recompilation."""
+    training step; None where the original forward measured faster, and runs instead), the emitted module and final
+    Program, the report, which (argument, dim) pairs are symbolic and their symbol's name (empty when specialised),
+    and the approximate selection to re-apply on recompilation."""
 
-    runner: Callable
+    runner: Callable | None
     gm: fx.GraphModule
     program: Program
     report: CompileReport
@@ -96,14 +97,17 @@ def build(model: nn.Module, arguments: Arguments, opts: Options, name: str,
                  f"graphs (eager backend), specialised to the example shapes"]
         dynamic, ranges, backend = {}, {}, "eager"
     else:
+        original = None if opts.approximate else eager.call()  # an approximation is asked for: it is what runs
         with preserved_state(model):  # compiling and timing run the program: a training-mode batch norm's statistics
-            runner, notes = _backend(opts.backend, result.program, gm, example, timings)  # must not move
-        memory, backend = None, "inductor" if runner is not gm else "eager"
-        runner = in_eager_structure(runner, gm, eager.outputs, cap.flat_spec)
+            runner, notes = _backend(opts.backend, result.program, gm, example, timings, original)  # must not move
+        memory, backend = None, "original" if runner is None else "inductor" if runner is not gm else "eager"
+        if runner is not None:
+            runner = in_eager_structure(runner, gm, eager.outputs, cap.flat_spec)
         if opts.memory_budget is not None:
             notes.append(f"memory_budget={opts.memory_budget} applies to training: this signature runs in eval mode "
                          f"or without gradients, so nothing is rematerialized")
-    if memory is None:  # (a rematerialized step is checked against eager's training steps when it is measured)
+    if memory is None and runner is not None:  # (a rematerialized step is checked against eager's training steps
+        # when it is measured; the original forward is eager)
         exact = not opts.approximate and all(map(deterministic, result.program.ops))
         with _timed(timings, "check"):
             problem = eager.mismatch(runner, values=exact)
@@ -177,6 +181,12 @@ class _Eager:
         with self._quiet():
             self.outputs = model(*args, **kwargs)
 
+    def call(self) -> Callable[[], object]:
+        """A call of the model on copies of the example, made once: to time the original forward against the compiled
+        program (the caller turns gradients off and keeps the model's state, as for the program)."""
+        args, kwargs = _copies(self.arguments).call_args()
+        return lambda: self.model(*args, **kwargs)
+
     def mismatch(self, run: Callable, values: bool = True) -> str | None:
         """None when ``run`` (called with the example's tensors) gives eager's results, else what differs."""
         with self._quiet():
@@ -196,13 +206,24 @@ def _copies(arguments: Arguments) -> Arguments:
                                        for a in arguments.values))
 
 
-def _backend(choice: str, program: Program, gm: fx.GraphModule, example: tuple, timings: dict):
+ORIGINAL_MARGIN = 0.9
+"""``backend="auto"`` runs the original forward instead of the compiled program only where the compiled program
+measured slower by more than this (time of the original / time of the faster compiled runner below it): timings
+move by several percent between runs, and on a near tie the compiled program is kept."""
+
+
+def _backend(choice: str, program: Program, gm: fx.GraphModule, example: tuple, timings: dict,
+             original: Callable[[], object] | None = None) -> tuple[Callable | None, list[str]]:
     """The runner for ``choice``: the emitted module itself ("eager"), Inductor on it ("inductor"), or whichever
-    of the two is faster on the example inputs ("auto"). Returns (runner, notes for the report).
+    of the two is faster on the example inputs ("auto") — and, for "auto" where ``original`` (a call of the
+    original forward on the example) is given, None when that measured faster than the faster of the two by a clear
+    margin (``ORIGINAL_MARGIN``): tcomp does not run a program that is slower than the model it came from. Returns
+    (runner, notes for the report).
 
     "auto" keeps its measurement in the on-disk cache (table ``backend``, keyed by the emitted code and the example's
     shapes and dtypes): a program measured faster without Inductor is not compiled with it again (a cold Inductor
-    compile is 5-40 s), one measured faster with it is compiled without measuring again."""
+    compile is 5-40 s), one measured faster with it is compiled without measuring again. The original's time is
+    measured on every compile (it depends on the model's own code, which the key does not see)."""
     if choice == "eager":
         return gm, []
 
@@ -221,18 +242,40 @@ def _backend(choice: str, program: Program, gm: fx.GraphModule, example: tuple, 
         except Exception as err:  # noqa: BLE001 - Inductor unavailable or failing: keep the eager backend
             note = (f"backend auto: Inductor failed ({type(err).__name__}: {str(err).splitlines()[0][:200]}); "
                     f"using the eager backend")
+    calls = {"eager": lambda: gm(*example), "inductor": lambda: runner(*example), "original": original}
+    times: dict[str, float] = {}
+
+    def measure(*names: str) -> None:
+        with _timed(timings, "backend measurement"), torch.no_grad():
+            times.update(in_turns({n: calls[n] for n in names}, rounds=BACKEND_ROUNDS, min_seconds=BACKEND_MIN_S,
+                                  sync=sync_for(example)))
+
     if runner is not None and known is DiskCache.MISSING:
-        t_eager, t_ind = median_time(gm, example), median_time(runner, example)
-        known = "inductor" if t_ind < t_eager else "eager"
+        measure("eager", "inductor", *(("original",) if original is not None else ()))
+        known = "inductor" if times["inductor"] < times["eager"] else "eager"
         table.put(key, known)
-        note = (f"backend auto: eager {t_eager * 1e3:.3f} ms, inductor {t_ind * 1e3:.3f} ms per call on the example "
-                f"inputs; using {known}")
+        note = (f"backend auto: eager {times['eager'] * 1e3:.3f} ms, inductor {times['inductor'] * 1e3:.3f} ms per "
+                f"call on the example inputs; using {known}")
     elif not note:
         note = f"backend auto: {known}, as measured for this program before (tcomp's cache)"
     use_inductor = agree(runner is not None and known == "inductor")  # rank 0's choice on every rank
     if use_inductor and runner is None:  # rank 0 chose Inductor where this rank has none (its cache said eager)
         runner = inductor()
-    return (runner if use_inductor else gm), [note]
+    chosen = "inductor" if use_inductor else "eager"
+    notes = [note]
+    if original is not None:
+        if "original" not in times:
+            measure(chosen, "original")
+        slower = agree(times["original"] < ORIGINAL_MARGIN * times[chosen])
+        notes.append(f"backend auto: the original forward {times['original'] * 1e3:.3f} ms per call, the compiled "
+                     f"program ({chosen}) {times[chosen] * 1e3:.3f} ms"
+                     + ("; running the original forward, which is faster on these inputs" if slower else ""))
+        if slower:
+            return None, notes
+    return (runner if use_inductor else gm), notes
+
+
+BACKEND_ROUNDS, BACKEND_MIN_S = 5, 0.05  # the backend measurement: at least 5 calls each, in turns, and 50 ms
 
 
 def _backend_key(gm: fx.GraphModule, example: tuple) -> str:

@@ -1,12 +1,14 @@
 """backend="inductor": tcomp's emitted module compiled by Inductor equals eager on the zoo's small models, and every
 cached function of the weights (a folded constant, a weight cast to bf16) reaches the compiled graph as a buffer
 — a CachedFunction called inside the graph made Dynamo recompile its ``compute`` for every weight shape until
-its recompile limit."""
+its recompile limit. backend="auto" runs the original forward where the compiled program measured clearly slower.
+"""
 import pytest
 import torch
 import torch.nn as nn
 
 import tcomp
+from tcomp import pipeline
 from tcomp.codegen.emit import emit
 from tcomp.numerics import compare
 from tcomp.codegen.folded import CachedFunction
@@ -67,3 +69,63 @@ def test_a_bf16_program_compiles_with_inductor_without_recompiling():
         with torch.no_grad():
             out = runner(x)
     assert ((out - model(x)).norm() / model(x).norm()).item() < 2e-2
+
+
+class Counted(nn.Module):
+    """Counts the calls of its forward that run as Python (a compiled program runs none)."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(8, 8)
+        self.calls = 0
+
+    def forward(self, x):
+        self.calls += 1
+        return torch.relu(self.fc(x)) * 2
+
+
+def _measured(times: dict[str, float], monkeypatch) -> list:
+    """``backend="auto"`` with Inductor unavailable and the timings ``times``; returns the sets of names timed."""
+    timed = []
+
+    def in_turns(fns, **kw):
+        timed.append(set(fns))
+        return {k: times[k] for k in fns}
+
+    def no_inductor(*a, **kw):
+        raise RuntimeError("no Inductor in this test")
+
+    monkeypatch.setattr(pipeline, "in_turns", in_turns)
+    monkeypatch.setattr(pipeline, "compile_with_inductor", no_inductor)
+    return timed
+
+
+def test_auto_runs_the_original_forward_where_the_compiled_program_measured_slower(tmp_path, monkeypatch):
+    """A compiled program that measured slower than the model it came from is not run: calls go to the original
+    forward, the report says why with both times, and ``.code`` marks the program as not run."""
+    monkeypatch.setenv("TCOMP_CACHE_DIR", str(tmp_path))
+    timed = _measured({"eager": 1e-3, "original": 0.5e-3}, monkeypatch)
+    model, x = Counted().eval(), torch.randn(4, 8)
+    compiled = tcomp.compile(model, backend="auto")
+    compiled.compile_for(x)
+    assert {"eager", "original"} in timed
+    before = model.calls
+    torch.testing.assert_close(compiled(x), torch.relu(model.fc(x)) * 2)
+    assert model.calls == before + 1
+    assert compiled.report.backend == "original" and compiled.report.status == "compiled"
+    assert any("running the original forward" in n and "0.500 ms" in n for n in compiled.report.notes)
+    assert compiled.code.startswith("# not run")
+
+
+def test_auto_keeps_the_compiled_program_on_a_near_tie(tmp_path, monkeypatch):
+    """Within the margin timings move by (the original 5% faster), the compiled program runs."""
+    monkeypatch.setenv("TCOMP_CACHE_DIR", str(tmp_path))
+    _measured({"eager": 1e-3, "original": 0.95e-3}, monkeypatch)
+    model, x = Counted().eval(), torch.randn(4, 8)
+    compiled = tcomp.compile(model, backend="auto")
+    compiled.compile_for(x)
+    before = model.calls
+    torch.testing.assert_close(compiled(x), torch.relu(model.fc(x)) * 2)
+    assert model.calls == before
+    assert compiled.report.backend == "eager"
+    assert not compiled.code.startswith("# not run")

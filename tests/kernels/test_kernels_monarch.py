@@ -7,7 +7,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from kernel_test_support import make_operand, tolerance
 
-from tcomp.codegen.kernels import BTT_EQUATION, MONARCH_EQUATION, Epilogue, btt_multiply, kernel_source, monarch_multiply
+from tcomp.codegen.kernels import (BTT_EQUATION, MONARCH_EQUATION, Epilogue, btt_multiply, kernel_source,
+                                   monarch_multiply)
 
 pytestmark = pytest.mark.filterwarnings("ignore:overflow encountered in exp:RuntimeWarning")
 
