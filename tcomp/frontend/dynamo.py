@@ -33,12 +33,38 @@ def _concrete(x):
     return x
 
 
-def _with_parameters(gm: fx.GraphModule, lifted: dict[int, nn.Parameter]) -> fx.GraphModule:
-    """A copy of ``gm`` whose placeholders at the positions of ``lifted`` read those parameters as attributes."""
+def _size_sources(gm: fx.GraphModule) -> dict[int, tuple[int, int]]:
+    """For each symbolic size Dynamo passes ``gm`` as an input (a ``SymInt``, when it compiles a frame for dynamic
+    shapes), a tensor input and dimension whose size it is, where there is one (read from the placeholders' fake
+    values: the example inputs themselves are concrete)."""
+    values = [n.meta.get("example_value") for n in gm.graph.nodes if n.op == "placeholder"]
+    found = {}
+    for j, size in enumerate(values):
+        if not isinstance(size, torch.SymInt):
+            continue
+        for k, t in enumerate(values):
+            if isinstance(t, torch.Tensor):
+                d = next((d for d, s in enumerate(t.shape) if isinstance(s, torch.SymInt)
+                          and s.node.expr == size.node.expr), None)
+                if d is not None:
+                    found[j] = (k, d)
+                    break
+    return found
+
+
+def _with_parameters(gm: fx.GraphModule, lifted: dict[int, nn.Parameter],
+                     sizes: dict[int, tuple[int, int]]) -> fx.GraphModule:
+    """A copy of ``gm`` whose placeholders at the positions of ``lifted`` read those parameters as attributes, and
+    whose placeholders at the positions of ``sizes`` read the size of the tensor input and dimension given."""
     graph = fx.Graph()
     out = graph.graph_copy(gm.graph, {})
     graph.output(out)
     placeholders = [n for n in graph.nodes if n.op == "placeholder"]
+    for j, (k, d) in sizes.items():
+        with graph.inserting_after(placeholders[-1]):
+            size = graph.call_method("size", (placeholders[k], d))
+        placeholders[j].replace_all_uses_with(size)
+        graph.erase_node(placeholders[j])
     holder = nn.Module()
     for k, param in lifted.items():
         node = placeholders[k]
@@ -60,11 +86,13 @@ def _with_parameters(gm: fx.GraphModule, lifted: dict[int, nn.Parameter]) -> fx.
 
 
 def graph_runner(gm: fx.GraphModule, example_inputs: list, compile_graph: CompileGraph) -> Callable:
-    """What a Dynamo backend returns for ``gm``: ``gm`` with its lifted parameters put back, compiled by
-    ``compile_graph`` for the example's values; the compiled module is the runner's ``tcomp_module``."""
+    """What a Dynamo backend returns for ``gm``: ``gm`` with its lifted parameters put back and its symbolic sizes read
+    from its tensors, compiled by ``compile_graph`` for the example's values; the compiled module is the runner's
+    ``tcomp_module``."""
     lifted = {k: x for k, x in enumerate(example_inputs) if isinstance(x, nn.Parameter)}
-    kept = [k for k in range(len(example_inputs)) if k not in lifted]
-    module = _with_parameters(gm, lifted) if lifted else gm
+    sizes = _size_sources(gm)  # read from the tensors: as values, every new size would compile again
+    kept = [k for k in range(len(example_inputs)) if k not in lifted and k not in sizes]
+    module = _with_parameters(gm, lifted, sizes) if lifted or sizes else gm
     compiled = compile_graph(module, tuple(_concrete(example_inputs[k]) for k in kept))
 
     def run(*args):

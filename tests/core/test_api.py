@@ -343,6 +343,36 @@ class NormalisedBranch(nn.Module):
         return h - 1
 
 
+class SizedBranch(nn.Module):
+    """A branch on a value after a reshape by the batch size: once Dynamo compiles the frame for dynamic shapes, it
+    passes the batch size to the graph as an input of its own."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc, self.fc2 = nn.Linear(4, 4), nn.Linear(4, 4)
+
+    def forward(self, x):
+        h = self.fc(x).reshape(x.shape[0], 2, 2).reshape(x.shape[0], 4)
+        if h.sum() > 0:
+            return self.fc2(h)
+        return -h
+
+
+def test_pieces_read_a_symbolic_batch_size_from_their_tensors():
+    """The batch size Dynamo passes a piece as a value was guarded as one: every new batch compiled each piece
+    again. Read from the tensor it sizes, one program per piece serves every batch."""
+    torch.manual_seed(0)
+    m = SizedBranch().eval()
+    c = tcomp.compile(m)
+    with torch.no_grad():
+        for b in (4, 6, 8, 10, 12):
+            x = torch.randn(b, 4).abs()
+            torch.testing.assert_close(c(x), m(x))
+    assert c.report.status == "compiled in pieces"
+    assert [len(p._tcomp_artifacts) for p in c.report.pieces] == [1] * len(c.report.pieces)
+    assert any(p._tcomp_artifacts[0].guard.dynamic for p in c.report.pieces)  # symbolic in the batch
+
+
 def test_pieces_in_training_update_batch_norm_statistics_once_per_call():
     """Compiling a piece for a new shape runs it on its example; the running statistics Dynamo passes as inputs must
     not be updated by those runs (they were: an uneven last batch moved running_mean by 0.4)."""
