@@ -79,10 +79,7 @@ def _with_parameters(gm: fx.GraphModule, lifted: dict[int, nn.Parameter],
         holder.register_buffer(name, buffer)
     for name, param in gm.named_parameters(recurse=False):
         holder.register_parameter(name, param)
-    module = fx.GraphModule(holder, graph, class_name=type(gm).__name__)
-    # the graph spells out train-mode behaviour itself (dropout and batch norm take ``training=``); the module's
-    # mode tells tcomp's cost decisions whether gradients are wanted, as it does for a model compiled directly
-    return module.train(torch.is_grad_enabled() and any(p.requires_grad for p in lifted.values()))
+    return fx.GraphModule(holder, graph, class_name=type(gm).__name__)
 
 
 def graph_runner(gm: fx.GraphModule, example_inputs: list, compile_graph: CompileGraph) -> Callable:
@@ -93,6 +90,11 @@ def graph_runner(gm: fx.GraphModule, example_inputs: list, compile_graph: Compil
     sizes = _size_sources(gm)  # read from the tensors: as values, every new size would compile again
     kept = [k for k in range(len(example_inputs)) if k not in lifted and k not in sizes]
     module = _with_parameters(gm, lifted, sizes) if lifted or sizes else gm
+    # the graph spells out train-mode behaviour itself (dropout and batch norm take ``training=``); the module's
+    # mode tells tcomp's cost decisions whether gradients are wanted, as it does for a model compiled directly (a
+    # graph Dynamo made is in train mode whatever the model's)
+    wants_grad = any(x.requires_grad for x in example_inputs if isinstance(x, torch.Tensor))
+    module.train(torch.is_grad_enabled() and wants_grad)
     compiled = compile_graph(module, tuple(_concrete(example_inputs[k]) for k in kept))
 
     def run(*args):
