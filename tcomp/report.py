@@ -67,7 +67,9 @@ class CompileReport:
             lines.append(f"  reason: {self.fallback_reason}")
             return "\n".join(lines)
         if self.pieces:
-            lines.append(f"  {len(self.pieces)} graph(s) captured by TorchDynamo, each compiled; compile time "
+            statuses = [m.report.status for m in self.pieces]
+            counts = ", ".join(f"{statuses.count(s)} {s}" for s in dict.fromkeys(statuses))
+            lines.append(f"  {len(self.pieces)} graph(s) captured by TorchDynamo ({counts}); compile time "
                          f"{self.compile_time_s:.2f} s")
             lines += [f"  note: {n}" for n in self.notes]
             for k, m in enumerate(self.pieces):

@@ -77,6 +77,29 @@ def test_a_model_fx_and_export_cannot_trace_is_compiled_in_pieces():
     torch.testing.assert_close(grads[1], grads[0])
 
 
+def test_the_report_of_pieces_counts_those_that_run_eagerly(monkeypatch):
+    """A piece whose own compile fails runs eagerly: the report's summary line says how many of the pieces did,
+    instead of calling them all compiled."""
+    import tcomp.api as api
+
+    build = api.build
+
+    def failing_on_negation(model, *args, **kwargs):
+        if "neg" in getattr(model, "code", ""):
+            raise RuntimeError("this piece does not compile")
+        return build(model, *args, **kwargs)
+
+    monkeypatch.setattr(api, "build", failing_on_negation)
+    m = DataDependent().eval()
+    c = tcomp.compile(m)
+    with pytest.warns(tcomp.TcompWarning, match="this piece does not compile"):
+        for z in (torch.randn(3, 4).abs(), -torch.randn(3, 4).abs()):
+            torch.testing.assert_close(c(z), m(z))
+    statuses = [p.report.status for p in c.report.pieces]
+    assert "eager fallback" in statuses and "compiled" in statuses
+    assert f"({statuses.count('compiled')} compiled, 1 eager fallback)" in c.explain()
+
+
 def test_untraceable_model_runs_eagerly_with_one_warning():
     m = Uncapturable().eval()
     x = torch.randn(3, 4).abs()
