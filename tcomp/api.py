@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import inspect
+import sys
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -149,6 +150,15 @@ def _tracking_statistics(model: nn.Module) -> list[nn.Module]:
     return [m for m in model.modules() if getattr(m, "track_running_stats", False)]
 
 
+def _user_stacklevel() -> int:
+    """The ``stacklevel`` that makes a warning issued by the caller point at the user's line: the first frame
+    outside tcomp and torch (a call reaches tcomp through ``nn.Module.__call__``, and through Dynamo in pieces)."""
+    frame, level = sys._getframe(1), 1
+    while frame.f_back is not None and frame.f_globals.get("__name__", "").split(".")[0] in ("tcomp", "torch"):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
 def _running_statistics(tracking: list[nn.Module]) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """The buffers a training-mode forward updates in place (batch norm's running statistics), with copies."""
     return [(b, b.clone()) for m in tracking if m.training for b in m.buffers(recurse=False)]
@@ -277,7 +287,7 @@ class CompiledModule(nn.Module):
             art.report.status = "eager fallback"
             art.report.fallback_reason = f"compiled code raised {type(err).__name__}: {err}"
             warnings.warn(f"tcomp: the compiled {self._tcomp_name} raised {type(err).__name__}: {err}; "
-                          f"running eagerly for this input signature", TcompWarning, stacklevel=2)
+                          f"running eagerly for this input signature", TcompWarning, stacklevel=_user_stacklevel())
             return result
 
     def compile_for(self, *args, **kwargs) -> "_Artifact":
@@ -318,7 +328,7 @@ class CompiledModule(nn.Module):
             raise err
         reason = reason or f"{type(err).__name__}: {err}"
         warnings.warn(f"tcomp: cannot compile {self._tcomp_name} ({reason}); running it eagerly", TcompWarning,
-                      stacklevel=4)
+                      stacklevel=_user_stacklevel())
         report = CompileReport(self._tcomp_name, status="eager fallback", fallback_reason=reason)
         return _Artifact(_Guard.of(arguments, self._orig_mod.training, {}, {},
                                    self._tcomp_options.memory_budget is not None), report)

@@ -105,7 +105,11 @@ def test_untraceable_model_runs_eagerly_with_one_warning():
     x = torch.randn(3, 4).abs()
     with pytest.warns(tcomp.TcompWarning, match="cannot compile Uncapturable") as record:
         c = tcomp.compile(m, x)
-    assert len(record) == 1
+    assert len(record) == 1 and record[0].filename == __file__  # the user's line, not tcomp's or torch's
+    c = tcomp.compile(m)
+    with pytest.warns(tcomp.TcompWarning, match="cannot compile Uncapturable") as record:
+        c(x)
+    assert len(record) == 1 and record[0].filename == __file__
     assert "in pieces through TorchDynamo failed" in c.report.fallback_reason
     assert "torch.fx failed" in c.report.fallback_reason and "torch.export failed" in c.report.fallback_reason
     with warnings.catch_warnings():
