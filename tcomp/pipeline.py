@@ -226,13 +226,17 @@ def _backend(choice: str, program: Program, gm: fx.GraphModule, example: tuple, 
     measured on every compile (it depends on the model's own code, which the key does not see)."""
     if choice == "eager":
         return gm, []
+    retried: list[str] = []
 
     def inductor():
         with _timed(timings, "inductor"):
-            return compile_with_inductor(emit(program, fold_buffers=True), gm, example)
+            compiled = compile_with_inductor(emit(program, fold_buffers=True), gm, example)
+        if not compiled.pattern_rewrites:
+            retried.append("Inductor failed with its pattern rewrites; compiled without them (pattern_matcher=False)")
+        return compiled
 
     if choice == "inductor":
-        return inductor(), []
+        return inductor(), retried
     table, key = DiskCache.open("backend"), _backend_key(gm, example)
     known = table.get(key, valid=lambda v: v in ("eager", "inductor"))
     runner, note = None, ""
@@ -271,8 +275,8 @@ def _backend(choice: str, program: Program, gm: fx.GraphModule, example: tuple, 
                      f"program ({chosen}) {times[chosen] * 1e3:.3f} ms"
                      + ("; running the original forward, which is faster on these inputs" if slower else ""))
         if slower:
-            return None, notes
-    return (runner if use_inductor else gm), notes
+            return None, retried + notes
+    return (runner if use_inductor else gm), retried + notes
 
 
 BACKEND_ROUNDS, BACKEND_MIN_S = 5, 0.05  # the backend measurement: at least 5 calls each, in turns, and 50 ms

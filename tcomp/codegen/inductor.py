@@ -21,6 +21,7 @@ class InductorRunner:
     compiled: object                    # torch.compile(gm_with_fold_buffers)
     eager: fx.GraphModule               # the eager-backend module (folds called, differentiable)
     folds: list = field(default_factory=list)
+    pattern_rewrites: bool = True       # compiled with Inductor's pattern rewrites (see compile_with_inductor)
     _last: list = field(default_factory=list)
 
     def __post_init__(self):
@@ -46,9 +47,22 @@ class InductorRunner:
 
 
 def compile_with_inductor(fast_gm: fx.GraphModule, eager_gm: fx.GraphModule, example: tuple) -> InductorRunner:
-    """torch.compile the buffer-fold module and run it once on the example (the cold compile happens here)."""
-    runner = InductorRunner(torch.compile(fast_gm, backend="inductor"), eager_gm, list(fast_gm.tcomp_folds))
+    """torch.compile the buffer-fold module and run it once on the example (the cold compile happens here). Where
+    Inductor fails, it is tried once more without its pattern rewrites (``pattern_matcher=False``), for every later
+    recompile too: a rewrite that matches and then cannot be built fails the whole compile (torch 2.13's
+    scaled-dot-product-attention pattern 30, on the Whisper encoder's attention at batch 8 and head size 8, raised a
+    broadcasting error tracing its own replacement); the runner's ``pattern_rewrites`` says which compiled."""
+    try:
+        return _compiled(fast_gm, eager_gm, example, {})
+    except Exception:  # noqa: BLE001 - the second try raises what is wrong without the rewrites
+        runner = _compiled(fast_gm, eager_gm, example, {"pattern_matcher": False})
+        runner.pattern_rewrites = False
+        return runner
+
+
+def _compiled(fast_gm: fx.GraphModule, eager_gm: fx.GraphModule, example: tuple, options: dict) -> InductorRunner:
+    compiled = torch.compile(fast_gm, backend="inductor", options=options or None)
+    runner = InductorRunner(compiled, eager_gm, list(fast_gm.tcomp_folds))
     with torch.no_grad():
         runner(*example)
     return runner
-

@@ -129,3 +129,25 @@ def test_auto_keeps_the_compiled_program_on_a_near_tie(tmp_path, monkeypatch):
     assert model.calls == before
     assert compiled.report.backend == "eager"
     assert not compiled.code.startswith("# not run")
+
+
+def test_inductor_is_tried_again_without_its_pattern_rewrites(monkeypatch):
+    """An Inductor pattern rewrite that fails to build its replacement failed the whole compile: tcomp compiles
+    again without the rewrites (a failure stood in for here), says so, and the result equals eager."""
+    import tcomp.codegen.inductor as inductor
+
+    compiled = inductor._compiled
+    tries = []
+
+    def failing_with_rewrites(fast_gm, eager_gm, example, options):
+        tries.append(dict(options))
+        if not options:
+            raise RuntimeError("a rewrite failed")
+        return compiled(fast_gm, eager_gm, example, options)
+
+    monkeypatch.setattr(inductor, "_compiled", failing_with_rewrites)
+    model, x = Counted().eval(), torch.randn(4, 8)
+    c = tcomp.compile(model, x, backend="inductor")
+    assert tries == [{}, {"pattern_matcher": False}]
+    assert c.report.backend == "inductor" and any("without them" in n for n in c.report.notes)
+    torch.testing.assert_close(c(x), torch.relu(model.fc(x)) * 2)
