@@ -217,8 +217,9 @@ def run_case(name: str, args) -> dict:
 
 def failure(rec: dict) -> str | None:
     """Why the case failed for tcomp (an exception in any stage but torch.compile's own, or tcomp's result differing
-    from eager's), or None. torch.compile failing on a model is recorded (``errors["torch_compile"]``), not counted."""
-    errors = {k: v for k, v in rec["errors"].items() if k != "torch_compile"}
+    from eager's), or None. torch.compile failing on a model is recorded (``errors["torch_compile"]``, and
+    ``errors["torch.compile_cold"]`` from its own process), not counted."""
+    errors = {k: v for k, v in rec["errors"].items() if k not in ("torch_compile", "torch.compile_cold")}
     if errors:
         return "error: " + "; ".join(f"{k}: {v}" for k, v in errors.items())
     if rec.get("tcomp_err", 0) > MISMATCH:
