@@ -3,8 +3,9 @@
 A factorized weight becomes a small Network of trainable factors merged into its site's Network
 (:func:`tcomp.contract.merge.merge`), so the dense weight is never rebuilt and the contraction_order pass plans the
 whole thing; a convolution becomes 1×1 Networks around a smaller convolution (Tucker-2, Kim et al. 2016) or
-depthwise ones (CP, Lebedev et al. 2015); a reduced compute dtype is set on a Network and the dtypes that follow
-from it are propagated by running the program on fake tensors (:func:`propagate_dtypes`).
+depthwise ones (CP, Lebedev et al. 2015); a linear layer becomes an int8 product (:mod:`tcomp.codegen.quantized`);
+a reduced compute dtype is set on a Network and the dtypes that follow from it are propagated by running the program
+on fake tensors (:func:`propagate_dtypes`).
 """
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from tcomp.codegen.emit import emit
+from tcomp.codegen.folded import CachedFunction
+from tcomp.codegen.quantized import int8_linear, pack_int8
 from tcomp.contract.merge import merge
 from tcomp.frontend.capture import propagate
 from tcomp.ir import ACC, Call, EpilogueOp, Network, Op, Pointwise, Program, Value, substitute_inputs
@@ -164,6 +167,42 @@ def propagate_dtypes(program: Program, example_inputs: tuple) -> Program:
     return new
 
 
+def int8_bias(net: Network, site: Site) -> Value | None | bool:
+    """Where ``net`` (a linear site) can run as :func:`tcomp.codegen.quantized.int8_linear` — a 2-D weight
+    ``W[o,i]``, the activation's last dimension contracted, the output its other dimensions then ``o``, in float32,
+    its epilogue nothing or one bias add of a constant ``[o]`` — the bias (None without one); else False."""
+    if site.kind != "linear" or len(site.weight.shape) != 2 or net.compute_dtype is not None:
+        return False
+    w_dims, x_dims = net.operand_dims[site.weight_pos], net.operand_dims[site.activation_pos]
+    x = net.operands[site.activation_pos]
+    if x.dtype != torch.float32 or net.out.dtype != torch.float32 or not x_dims or x_dims[-1] != w_dims[1] \
+            or tuple(net.out_dims) != (*x_dims[:-1], w_dims[0]):
+        return False
+    if not net.epilogue:
+        return None
+    (e,) = net.epilogue if len(net.epilogue) == 1 else (None,)
+    if e is None or e.fn != "add" or e.kwargs or len(e.args) != 2 or e.args[0] is not ACC:
+        return False
+    bias = e.args[1]
+    ok = isinstance(bias, Value) and bias.kind == "const" and bias.dtype == torch.float32 \
+        and tuple(bias.shape) == (site.weight.shape[0],)
+    return bias if ok else False
+
+
+def apply_int8(net: Network, site: Site) -> list[Op]:
+    """The linear site as an int8 product (:mod:`tcomp.codegen.quantized`): the weight's int8 values and scales a
+    cached function of the float weight (recomputed when it changes), the product a call."""
+    bias = int8_bias(net, site)
+    if bias is False:
+        raise ValueError(f"{net.out.name} does not have the shape of an int8 linear layer")
+    o, i = site.weight.shape
+    packed = Value(f"{net.out.name}_int8", (i + 4, o), torch.int8)
+    fold = Call(packed, f"tcomp.int8_{site.weight.name.replace('.', '_')}", "module", (site.weight,), {},
+                module=CachedFunction(pack_int8))
+    x = net.operands[site.activation_pos]
+    return [fold, Call(net.out, int8_linear, "function", (x, packed, bias))]
+
+
 def site_replacement(op: Op, site: Site, option: Option) -> tuple[list[Op], list[Value]]:
     """The ops that run ``site`` with ``option`` (the last one produces the site's value) and the new trainable
     constants they read (factors, and the bias AFM moves the output mean into). The constants are created once
@@ -174,6 +213,8 @@ def site_replacement(op: Op, site: Site, option: Option) -> tuple[list[Op], list
             option.values = conv_factor_values(op, option.factors)
         return apply_conv(op, option.factors, option.values), option.values
     net = op
+    if option.kind == "int8":
+        return apply_int8(net, site), []
     if option.factors is not None:
         if option.values is None:
             option.values = factor_values(site.weight, option.factors)

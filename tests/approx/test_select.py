@@ -75,8 +75,10 @@ def _op_cost_time(fn, args, repeats=5):
 def deterministic_layer_times(mp, time_fn=_flop_time):
     """Make the select pass time sites with ``time_fn`` (ops, at, ...) instead of measuring: the absolute times
     and the option-against-dense ratios alike; whole programs by their ops' cost (:func:`_op_cost_time`); and take
-    the bf16 GEMM as 2× the float32 one, so the precision pass offers bf16 whatever the machine's load."""
+    the bf16 GEMM as 2× the float32 one, so the precision pass offers bf16 whatever the machine's load, and int8 as
+    no faster, so that it offers no int8 (tests/approx/test_int8.py offers it)."""
     mp.setattr("tcomp.passes.precision.gemm_speedup", lambda dtype: 2.0)
+    mp.setattr("tcomp.passes.precision.int8_speedup", lambda: 1.0)
     mp.setattr("tcomp.approx.selection.median_time", _op_cost_time)
     mp.setattr("tcomp.approx.selection.times_in_turns", lambda gms, args: [_op_cost_time(gm, args) for gm in gms])
     mp.setattr("tcomp.approx.selection.time_ops",
