@@ -30,6 +30,7 @@ from tcomp.approx.apply import int8_bias
 from tcomp.approx.precision import short_name
 from tcomp.codegen.quantized import int8_linear, pack_int8
 from tcomp.cost import gemm_speedup
+from tcomp.distributed import agree
 from tcomp.ir import Program
 from tcomp.ir.sites import Option, find_sites
 from tcomp.passmanager import Pass, PassContext, PassReport
@@ -48,15 +49,18 @@ def run(program: Program, ctx: PassContext) -> tuple[Program, PassReport]:
         return new, PassReport(NAME, notes=["an earlier selection is re-applied: no new options"])
     report = PassReport(NAME)
     _reduced_float_options(sites, report)
-    if all(t.device.type == "cpu" for t in ctx.example_inputs if isinstance(t, torch.Tensor)):
-        _int8_options(new, sites, report)
-    else:  # torch._int_mm has other shape rules on CUDA (rows > 16, sizes multiples of 8), not handled yet
+    if ctx.training:
+        report.notes.append("no int8 options in training (an int8 weight gets no gradient)")
+    elif not all(t.device.type == "cpu" for t in ctx.example_inputs if isinstance(t, torch.Tensor)):
+        # torch._int_mm has other shape rules on CUDA (rows > 16, sizes multiples of 8), not handled yet
         report.notes.append("int8 options are offered on CPU only")
+    else:
+        _int8_options(new, sites, report)
     return new, report
 
 
 def _reduced_float_options(sites: dict, report: PassReport) -> None:
-    speedup = gemm_speedup(DTYPE)
+    speedup = agree(gemm_speedup(DTYPE))  # rank 0's reading on every rank: all ranks are offered the same options
     if speedup < MIN_SPEEDUP:
         report.notes.append(f"{DTYPE} GEMMs are not faster here ({speedup:.2f}x a float32 GEMM): no {DTYPE} options")
         return
@@ -75,7 +79,7 @@ def _reduced_float_options(sites: dict, report: PassReport) -> None:
 
 
 def _int8_options(program: Program, sites: dict, report: PassReport) -> None:
-    speedup = int8_speedup()
+    speedup = agree(int8_speedup())
     if speedup < MIN_SPEEDUP:
         report.notes.append(f"int8 linear layers are not faster here ({speedup:.2f}x float32): no int8 options")
         return

@@ -25,9 +25,11 @@ def run(program: Program, ctx: PassContext) -> tuple[Program, PassReport]:
     earlier = ctx.earlier_selection
     if earlier is not None:
         what = f" ({earlier.throughout.name})" if earlier.throughout is not None else ""
-        return reapply(program, earlier, ctx.example_inputs), PassReport(
+        new, notes = reapply(program, earlier, ctx.example_inputs, ctx.training)
+        return new, PassReport(
             NAME, changed=bool(earlier), selection=earlier,
-            notes=[f"re-applied the earlier selection to {len(earlier.sites)} site(s){what} (no new measurement)"])
+            notes=[f"re-applied the earlier selection to {len(earlier.sites)} site(s){what} (no new measurement)",
+                   *notes])
     opts = ctx.options
     if ctx.calibration is None or not opts.approximate or not any(s.options for s in program.sites.values()):
         return program, PassReport(NAME, notes=["no approximation requested or nothing to approximate: program "
@@ -38,8 +40,8 @@ def run(program: Program, ctx: PassContext) -> tuple[Program, PassReport]:
     chosen = agree(_names(selection))  # under torch.distributed every rank runs rank 0's choice
     if chosen != _names(selection):
         selection = _by_names(program, chosen)
-        new = reapply(program, selection, ctx.example_inputs)
-        result.notes.append("rank 0's selection, which this rank measured differently, is applied")
+        new, notes = reapply(program, selection, ctx.example_inputs, ctx.training)
+        result.notes += ["rank 0's selection, which this rank measured differently, is applied", *notes]
     return new, PassReport(NAME, changed=bool(selection), notes=result.notes, details=result.details,
                            selection=selection)
 

@@ -298,12 +298,15 @@ class CompiledModule(nn.Module):
         opts = self._tcomp_options
         model = self._orig_mod
         self._tcomp_tracking = _tracking_statistics(model)
+        devices = sorted({t.device.index or 0 for t in arguments.tensors if t.is_cuda})
         try:
             # compiling runs the model on its example (reference, shape probes, checks, timing): on copies, since a
             # piece compiled through Dynamo gets a batch norm's running statistics as inputs and a training-mode
-            # graph updates them in place
-            b = build(model, _copied(arguments), opts, self._tcomp_name, earlier_selection=self._tcomp_selection,
-                      symbols=self._symbols(arguments))
+            # graph updates them in place; and on a forked random stream, so that a dropout's draws while compiling
+            # (a number that depends on timing) leave the caller's stream as it was
+            with torch.random.fork_rng(devices=devices):
+                b = build(model, _copied(arguments), opts, self._tcomp_name, earlier_selection=self._tcomp_selection,
+                          symbols=self._symbols(arguments))
             guard = _Guard.of(arguments, model.training, b.dynamic, b.ranges, opts.memory_budget is not None,
                               b.size_guards)
             art = _Artifact(guard, b.report, b.gm, b.program, _StateGuard.of(model, list(b.program.constants)),

@@ -52,10 +52,15 @@ def compile_with_inductor(fast_gm: fx.GraphModule, eager_gm: fx.GraphModule, exa
     recompile too: a rewrite that matches and then cannot be built fails the whole compile (torch 2.13's
     scaled-dot-product-attention pattern 30, on the Whisper encoder's attention at batch 8 and head size 8, raised a
     broadcasting error tracing its own replacement); the runner's ``pattern_rewrites`` says which compiled."""
+    from torch._dynamo.exc import BackendCompilerFailed  # imported with torch.compile (not at tcomp's start-up)
+
     try:
         return _compiled(fast_gm, eager_gm, example, {})
-    except Exception:  # noqa: BLE001 - the second try raises what is wrong without the rewrites
-        runner = _compiled(fast_gm, eager_gm, example, {"pattern_matcher": False})
+    except BackendCompilerFailed as first:  # a failure inside Inductor, not one running the example
+        try:
+            runner = _compiled(fast_gm, eager_gm, example, {"pattern_matcher": False})
+        except Exception as second:
+            raise second from first
         runner.pattern_rewrites = False
         return runner
 

@@ -25,7 +25,7 @@ def pack_int8(weight: torch.Tensor) -> torch.Tensor:
     (one check of the float weight per call) serves the layer."""
     w = weight.detach().float()
     amax = w.abs().amax(1)
-    scale = torch.where(amax > 0, amax / QMAX, torch.ones_like(amax))
+    scale = torch.where(amax == 0, torch.ones_like(amax), amax / QMAX)  # NaN and inf carry through
     wq = torch.round(w / scale[:, None]).clamp(-QMAX, QMAX).to(torch.int8)
     return torch.cat([wq.t(), scale.contiguous().view(torch.int8).reshape(-1, 4).t()]).contiguous()
 
@@ -54,7 +54,7 @@ def _int8_linear(x: torch.Tensor, packed: torch.Tensor, bias: torch.Tensor | Non
     wq_t, w_scale = unpack_int8(packed)
     rows = x.reshape(-1, x.shape[-1]).float()
     amax = rows.abs().amax(1, keepdim=True)
-    x_scale = torch.where(amax > 0, amax / QMAX, torch.ones_like(amax))
+    x_scale = torch.where(amax == 0, torch.ones_like(amax), amax / QMAX)  # NaN and inf carry through
     xq = torch.round(rows / x_scale).clamp(-QMAX, QMAX).to(torch.int8)
     y = torch._int_mm(xq, wq_t) * (x_scale * w_scale)
     if bias is not None:

@@ -128,3 +128,30 @@ def test_int8_sites_train_their_bias_and_pass_gradients_on(shape, monkeypatch):
     grads = {n: p.grad for n, p in model.named_parameters()}
     assert grads["head.weight"] is not None and grads["head.weight"].abs().sum() > 0
     assert all(grads[f"{fc}.bias"] is not None and grads[f"{fc}.bias"].abs().sum() > 0 for fc in ("fc1", "fc2"))
+
+
+def test_int8_sites_run_dense_where_a_recompile_cannot_run_them(monkeypatch):
+    """The selection is re-applied when the module recompiles (another mode, dtype or device): an int8 site runs its
+    dense op where int8 cannot run as chosen — in train mode (its weight would get no gradient), in float64 — and
+    the report says so; eval mode in float32 runs int8 again."""
+    torch.manual_seed(0)
+    model = Wide()
+    g = torch.Generator().manual_seed(1)
+    cal = [torch.randn(16, 256, generator=g) for _ in range(5)]
+    _int8_faster(monkeypatch)
+    compiled = tcomp.compile(model.eval(), cal[0], tolerance=0.03, calibration=cal, structures=("asvd",))
+    assert "int8_linear" in compiled.code
+    model.train()
+    compiled(cal[1]).square().sum().backward()
+    assert "int8_linear" not in compiled.code
+    assert any("run dense here" in n for p in compiled.report.passes for n in p.notes)
+    assert all(getattr(model, fc).weight.grad is not None for fc in ("fc1", "fc2", "head"))
+    model.eval().double()
+    with torch.no_grad():
+        x = cal[2].double()
+        y = compiled(x)
+    assert compiled.report.status == "compiled" and "int8_linear" not in compiled.code and y.dtype == torch.float64
+    model.float()
+    with torch.no_grad():
+        compiled(cal[2])
+    assert "int8_linear" in compiled.code

@@ -134,6 +134,8 @@ def test_auto_keeps_the_compiled_program_on_a_near_tie(tmp_path, monkeypatch):
 def test_inductor_is_tried_again_without_its_pattern_rewrites(monkeypatch):
     """An Inductor pattern rewrite that fails to build its replacement failed the whole compile: tcomp compiles
     again without the rewrites (a failure stood in for here), says so, and the result equals eager."""
+    from torch._dynamo.exc import BackendCompilerFailed
+
     import tcomp.codegen.inductor as inductor
 
     compiled = inductor._compiled
@@ -142,7 +144,7 @@ def test_inductor_is_tried_again_without_its_pattern_rewrites(monkeypatch):
     def failing_with_rewrites(fast_gm, eager_gm, example, options):
         tries.append(dict(options))
         if not options:
-            raise RuntimeError("a rewrite failed")
+            raise BackendCompilerFailed(None, RuntimeError("a rewrite failed"), None)
         return compiled(fast_gm, eager_gm, example, options)
 
     monkeypatch.setattr(inductor, "_compiled", failing_with_rewrites)
@@ -151,3 +153,44 @@ def test_inductor_is_tried_again_without_its_pattern_rewrites(monkeypatch):
     assert tries == [{}, {"pattern_matcher": False}]
     assert c.report.backend == "inductor" and any("without them" in n for n in c.report.notes)
     torch.testing.assert_close(c(x), torch.relu(model.fc(x)) * 2)
+
+
+def test_inductor_is_not_tried_again_for_a_failure_outside_it(monkeypatch):
+    """A failure that is not Inductor's own (here: running the example) is not hidden behind a second compile."""
+    import tcomp.codegen.inductor as inductor
+
+    tries = []
+
+    def failing(fast_gm, eager_gm, example, options):
+        tries.append(dict(options))
+        raise RuntimeError("the example does not run")
+
+    monkeypatch.setattr(inductor, "_compiled", failing)
+    with pytest.raises(RuntimeError, match="the example does not run"):
+        inductor.compile_with_inductor(None, None, ())
+    assert tries == [{}]
+
+
+class Dropped(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(8, 8), nn.Linear(8, 8)
+
+    def forward(self, x):
+        return self.fc2(torch.dropout(self.fc1(x), 0.5, self.training))
+
+
+def test_choosing_the_backend_leaves_the_random_stream_as_a_call_does(tmp_path, monkeypatch):
+    """Compiling runs the model (shape probes, checks; backend="auto" times the original forward and the program a
+    number of times that depends on timing), and a dropout draws at every run: the caller's random stream after the
+    first call, which compiles, is what one eager call leaves."""
+    monkeypatch.setenv("TCOMP_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(pipeline, "compile_with_inductor", lambda *a: (_ for _ in ()).throw(RuntimeError("none")))
+    model, x = Dropped().train(), torch.randn(4, 8)
+    compiled = tcomp.compile(model, backend="auto")
+    torch.manual_seed(3)
+    compiled(x)
+    after_compiled = torch.rand(3)
+    torch.manual_seed(3)
+    model(x)
+    torch.testing.assert_close(after_compiled, torch.rand(3))
