@@ -307,7 +307,12 @@ class CompiledModule(nn.Module):
             with torch.random.fork_rng(devices=devices):
                 b = build(model, _copied(arguments), opts, self._tcomp_name, earlier_selection=self._tcomp_selection,
                           symbols=self._symbols(arguments))
-            guard = _Guard.of(arguments, model.training, b.dynamic, b.ranges, opts.memory_budget is not None,
+            ranges = b.ranges
+            if b.runner is None:  # the original forward measured faster at the example's sizes: a larger call
+                # compiles again and measures afresh (the compiled program's fixed costs weigh less there)
+                at = {name: arguments.values[k].shape[d] for (k, d), name in b.dynamic.items()}
+                ranges = {name: (lo, min(hi, at[name])) for name, (lo, hi) in b.ranges.items()}
+            guard = _Guard.of(arguments, model.training, b.dynamic, ranges, opts.memory_budget is not None,
                               b.size_guards)
             art = _Artifact(guard, b.report, b.gm, b.program, _StateGuard.of(model, list(b.program.constants)),
                             b.runner, b.selection)

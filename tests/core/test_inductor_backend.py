@@ -194,3 +194,19 @@ def test_choosing_the_backend_leaves_the_random_stream_as_a_call_does(tmp_path, 
     torch.manual_seed(3)
     model(x)
     torch.testing.assert_close(after_compiled, torch.rand(3))
+
+
+def test_the_original_forward_serves_sizes_up_to_the_measured_one(tmp_path, monkeypatch):
+    """Where the original measured faster at the example's batch, smaller batches run it too; a larger batch (where
+    a compiled program's fixed costs weigh less) compiles again and is measured afresh."""
+    monkeypatch.setenv("TCOMP_CACHE_DIR", str(tmp_path))
+    timed = _measured({"eager": 1e-3, "original": 0.5e-3}, monkeypatch)
+    model = Counted().eval()
+    compiled = tcomp.compile(model, backend="auto")
+    with torch.no_grad():
+        for batch in (4, 2, 3):
+            x = torch.randn(batch, 8)
+            torch.testing.assert_close(compiled(x), torch.relu(model.fc(x)) * 2)
+        assert len(compiled._tcomp_artifacts) == 1 and compiled.report.backend == "original"
+        compiled(torch.randn(16, 8))
+    assert len(compiled._tcomp_artifacts) == 2 and len([t for t in timed if "original" in t]) == 2
