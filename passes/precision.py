@@ -26,7 +26,7 @@ import functools
 import torch
 import torch.nn.functional as F
 
-from tcomp.approx.apply import int8_bias
+from tcomp.approx.apply import int8_bias, int8_refused
 from tcomp.approx.precision import short_name
 from tcomp.codegen.quantized import int8_linear, pack_int8
 from tcomp.cost import gemm_speedup
@@ -49,11 +49,9 @@ def run(program: Program, ctx: PassContext) -> tuple[Program, PassReport]:
         return new, PassReport(NAME, notes=["an earlier selection is re-applied: no new options"])
     report = PassReport(NAME)
     _reduced_float_options(sites, report)
-    if ctx.training:
-        report.notes.append("no int8 options in training (an int8 weight gets no gradient)")
-    elif not all(t.device.type == "cpu" for t in ctx.example_inputs if isinstance(t, torch.Tensor)):
-        # torch._int_mm has other shape rules on CUDA (rows > 16, sizes multiples of 8), not handled yet
-        report.notes.append("int8 options are offered on CPU only")
+    refused = int8_refused(ctx.example_inputs, ctx.training)
+    if refused:
+        report.notes.append(f"no int8 options {refused}")
     else:
         _int8_options(new, sites, report)
     return new, report

@@ -164,20 +164,6 @@ def _running_statistics(tracking: list[nn.Module]) -> list[tuple[torch.Tensor, t
     return [(b, b.clone()) for m in tracking if m.training for b in m.buffers(recurse=False)]
 
 
-def _copied(arguments: Arguments) -> Arguments:
-    """The arguments with every tensor copied (a tensor passed twice copied once, so aliasing is kept)."""
-    memo: dict[int, torch.Tensor] = {}
-
-    def copy(v):
-        if not isinstance(v, torch.Tensor):
-            return v
-        if id(v) not in memo:
-            memo[id(v)] = v.detach().clone().requires_grad_(v.requires_grad)
-        return memo[id(v)]
-
-    return arguments.with_values(tuple(copy(v) for v in arguments.values))
-
-
 def _same_value(a: Any, b: Any) -> bool:
     try:
         return type(a) is type(b) and bool(a == b)
@@ -298,14 +284,13 @@ class CompiledModule(nn.Module):
         opts = self._tcomp_options
         model = self._orig_mod
         self._tcomp_tracking = _tracking_statistics(model)
-        devices = sorted({t.device.index or 0 for t in arguments.tensors if t.is_cuda})
         try:
             # compiling runs the model on its example (reference, shape probes, checks, timing): on copies, since a
             # piece compiled through Dynamo gets a batch norm's running statistics as inputs and a training-mode
             # graph updates them in place; and on a forked random stream, so that a dropout's draws while compiling
             # (a number that depends on timing) leave the caller's stream as it was
-            with torch.random.fork_rng(devices=devices):
-                b = build(model, _copied(arguments), opts, self._tcomp_name, earlier_selection=self._tcomp_selection,
+            with torch.random.fork_rng(devices=arguments.cuda_devices):
+                b = build(model, arguments.copied(), opts, self._tcomp_name, earlier_selection=self._tcomp_selection,
                           symbols=self._symbols(arguments))
             ranges = b.ranges
             if b.runner is None:  # the original forward measured faster at the example's sizes: a larger call

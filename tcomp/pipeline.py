@@ -177,33 +177,28 @@ class _Eager:
 
     def __init__(self, model: nn.Module, arguments: Arguments):
         self.model, self.arguments = model, arguments
-        args, kwargs = _copies(arguments).call_args()
+        args, kwargs = arguments.copied().call_args()
         with self._quiet():
             self.outputs = model(*args, **kwargs)
 
     def call(self) -> Callable[[], object]:
         """A call of the model on copies of the example, made once: to time the original forward against the compiled
         program (the caller turns gradients off and keeps the model's state, as for the program)."""
-        args, kwargs = _copies(self.arguments).call_args()
+        args, kwargs = self.arguments.copied().call_args()
         return lambda: self.model(*args, **kwargs)
 
     def mismatch(self, run: Callable, values: bool = True) -> str | None:
         """None when ``run`` (called with the example's tensors) gives eager's results, else what differs."""
         with self._quiet():
-            out = run(*_copies(self.arguments).tensors)
+            out = run(*self.arguments.copied().tensors)
         c = compare(self.outputs, out, values=values)
         return None if c.ok else c.detail
 
     @contextmanager
     def _quiet(self):
-        devices = sorted({t.device.index or 0 for t in self.arguments.tensors if t.is_cuda})
+        devices = self.arguments.cuda_devices
         with torch.no_grad(), preserved_state(self.model), torch.random.fork_rng(devices=devices):
             yield
-
-
-def _copies(arguments: Arguments) -> Arguments:
-    return arguments.with_values(tuple(a.detach().clone() if isinstance(a, torch.Tensor) else a
-                                       for a in arguments.values))
 
 
 ORIGINAL_MARGIN = 0.9

@@ -189,6 +189,16 @@ def int8_bias(net: Network, site: Site) -> Value | None | bool:
     return bias if ok else False
 
 
+def int8_refused(example_inputs: tuple, training: bool) -> str | None:
+    """Why no layer of this compilation runs as int8, or None: in training (an int8 weight gets no gradient), or off
+    the CPU (``torch._int_mm``'s CUDA shape rules — rows > 16, sizes multiples of 8 — are not handled)."""
+    if training:
+        return "in training (an int8 weight gets no gradient)"
+    if not all(t.device.type == "cpu" for t in example_inputs if isinstance(t, torch.Tensor)):
+        return "off the CPU (torch._int_mm's CUDA shape rules are not handled)"
+    return None
+
+
 def apply_int8(net: Network, site: Site) -> list[Op]:
     """The linear site as an int8 product (:mod:`tcomp.codegen.quantized`): the weight's int8 values and scales a
     cached function of the float weight (recomputed when it changes), the product a call."""

@@ -46,7 +46,7 @@ from tcomp.ir.sites import Option, Site, find_sites
 from tcomp.ir.symbolic import Point, point_key
 from tcomp.timing import median_time
 
-from .apply import apply_options, int8_bias, site_replacement
+from .apply import apply_options, int8_bias, int8_refused, site_replacement
 from .calibration import Calibration, ProgramRunner
 from .heal import HealConfig, heal
 from .measurements import Measurements
@@ -531,7 +531,8 @@ def reapply(program: Program, selection: Selection, example_inputs: tuple,
             training: bool = False) -> tuple[Program, list[str]]:
     """An earlier compilation's choices applied again (a recompilation for another dtype, device or mode): the same
     options, the same trainable factors, no new measurement — except an int8 site where int8 cannot run as it was
-    chosen (:func:`int8_applies`), which runs its dense op; the notes say which."""
+    chosen (:func:`tcomp.approx.apply.int8_refused`, or another dtype), which runs its dense op; the notes say
+    which."""
     sites = program.sites if program.sites is not None else find_sites(program)
     missing = set(selection.sites) - set(sites)
     if missing:
@@ -544,21 +545,15 @@ def reapply(program: Program, selection: Selection, example_inputs: tuple,
             raise ValueError(f"the earlier selection ran the program {selection.throughout.name}; this one cannot "
                              f"run so")
     by_name = {op.out.name: op for op in program.ops}
-    dense = [name for name, o in selection.sites.items() if o.kind == "int8"
-             and not int8_applies(by_name[name], sites[name], example_inputs, training)]
+    refused = int8_refused(example_inputs, training)
+    dense = [name for name, o in selection.sites.items()
+             if o.kind == "int8" and (refused or int8_bias(by_name[name], sites[name]) is False)]
     chosen = {name: o for name, o in selection.sites.items() if name not in dense}
     new = apply_options(with_sites, chosen, example_inputs).copy()
     new.sites = None
-    notes = [f"int8 site(s) {', '.join(dense)} run dense here (int8 runs in eval mode, on float32 CPU tensors: its "
-             f"weight would get no gradient)"] if dense else []
+    why = refused or "not the float32 shape an int8 layer needs"
+    notes = [f"int8 site(s) {', '.join(dense)} run dense here: {why}"] if dense else []
     return new, notes
-
-
-def int8_applies(op, site: Site, example_inputs: tuple, training: bool) -> bool:
-    """Whether ``site`` can run as an int8 layer in this compilation: in eval mode (an int8 weight gets no gradient),
-    on CPU tensors (``torch._int_mm``'s CUDA shape rules are not handled), with the float32 shape int8 needs."""
-    on_cpu = all(t.device.type == "cpu" for t in example_inputs if isinstance(t, torch.Tensor))
-    return not training and on_cpu and int8_bias(op, site) is not False
 
 
 def _row(name: str, dense_t: float, rows: list[Measured], chosen: Measured | None, unchanged: str) -> dict:

@@ -160,6 +160,26 @@ class Arguments:
         return tuple(v for v in self.values if isinstance(v, torch.Tensor))
 
     @property
+    def cuda_devices(self) -> list[int]:
+        """The CUDA devices its tensors are on (whose random generators ``torch.random.fork_rng`` must fork)."""
+        return sorted({t.device.index or 0 for t in self.tensors if t.is_cuda})
+
+    def copied(self) -> "Arguments":
+        """These arguments with every tensor copied, detached, ``requires_grad`` kept (a tensor passed twice is copied
+        once, so aliasing is kept): what compiling runs the model on, so that the caller's tensors are never
+        touched."""
+        memo: dict[int, torch.Tensor] = {}
+
+        def copy(v):
+            if not isinstance(v, torch.Tensor):
+                return v
+            if id(v) not in memo:
+                memo[id(v)] = v.detach().clone().requires_grad_(v.requires_grad)
+            return memo[id(v)]
+
+        return self.with_values(tuple(copy(v) for v in self.values))
+
+    @property
     def plain(self) -> bool:
         """Tensors only, for a ``forward`` of fixed arity: the traced graph's inputs are its parameters, in order."""
         return self.fixed_arity and all(isinstance(v, torch.Tensor) for v in self.values)
